@@ -1,0 +1,644 @@
+//! One target at work: its state ([`TargetState`]), the operations it runs (one `SET` or
+//! `GET` with retries, connects, classification, ledger, episodes and metrics), and the
+//! open-loop timetables that start them (DESIGN §2.1-2.4, §2.7).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::backend::{Backends, Identity};
+use crate::classify::ResultKind;
+use crate::clock::Clock;
+use crate::config::{Rate, Settings, Target};
+use crate::conn::{Conn, ConnError, Endpoint};
+use crate::episode::Episodes;
+use crate::ledger::{Ledger, Verdict, WriteTicket};
+use crate::metrics::{Metrics, TargetMetrics};
+use crate::op::{Kind, Op, Outcome};
+use crate::payload::{Payload, owner_hash};
+use crate::resp::Reply;
+use crate::retry;
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+
+/// Most bytes of a server's error text kept for the status page.
+const MAX_ERROR_TEXT: usize = 200;
+
+/// The last failure of a target, for the status page.
+#[derive(Clone, Debug)]
+pub struct LastError {
+    pub at_unix: f64,
+    pub op: Op,
+    pub result: ResultKind,
+    pub message: String,
+}
+
+/// Everything one target needs at run time, shared by its loops and the HTTP server.
+pub struct TargetState {
+    pub name: String,
+    /// The URL with any password masked.
+    pub url_display: String,
+    pub settings: Settings,
+    pub endpoint: Endpoint,
+    pub metrics: TargetMetrics,
+    pub clock: Clock,
+    key_prefix: Vec<u8>,
+    owner: u64,
+    ttl_ms: Vec<u8>,
+    ledger: Mutex<Ledger>,
+    episodes: Mutex<Episodes>,
+    /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
+    episode_open: AtomicBool,
+    pub backends: Mutex<Backends>,
+    pub last_error: Mutex<Option<LastError>>,
+    last_bad_read_log_us: AtomicU64,
+    /// Soak statistics (latency histograms, episodes), when running `soak`.
+    pub stats: Option<Mutex<Stats>>,
+}
+
+impl TargetState {
+    /// Builds the state of `target`, creating its metric series at 0.
+    pub fn new(
+        target: &Target,
+        instance: &str,
+        clock: Clock,
+        metrics: &Metrics,
+        endpoint: Endpoint,
+        with_stats: bool,
+    ) -> TargetState {
+        let s = &target.settings;
+        let tm = metrics.target(&target.name);
+        let start = clock.unix_secs(0);
+        for op in Op::ALL {
+            tm.op(*op).last_success.set(start);
+        }
+        TargetState {
+            name: target.name.clone(),
+            url_display: target.url.to_string(),
+            settings: s.clone(),
+            endpoint,
+            metrics: tm,
+            clock,
+            key_prefix: target.key_prefix.as_bytes().to_vec(),
+            owner: owner_hash(instance, &target.name),
+            ttl_ms: s.ttl.as_millis().to_string().into_bytes(),
+            ledger: Mutex::new(Ledger::new(
+                owner_hash(instance, &target.name),
+                clock.epoch_us(),
+                s.keys,
+                s.ttl.as_micros() as u64,
+                s.stale_grace.as_micros() as u64,
+            )),
+            episodes: Mutex::new(Episodes::default()),
+            episode_open: AtomicBool::new(false),
+            backends: Mutex::new(Backends::default()),
+            last_error: Mutex::new(None),
+            last_bad_read_log_us: AtomicU64::new(0),
+            stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
+        }
+    }
+
+    /// Whether the target is in a disruption episode now.
+    pub fn is_disrupted(&self) -> bool {
+        self.episode_open.load(Ordering::Relaxed)
+    }
+
+    /// The key name of `index`.
+    pub fn key(&self, index: u32) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.key_prefix.len() + 10);
+        key.extend_from_slice(&self.key_prefix);
+        key.extend_from_slice(index.to_string().as_bytes());
+        key
+    }
+
+    /// The highest sequence number written (for cleanup).
+    pub fn last_seq(&self) -> u64 {
+        self.lock_ledger().last_seq()
+    }
+
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_stats(&self, f: impl FnOnce(&mut Stats)) {
+        if let Some(stats) = &self.stats {
+            f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// A try of `op` (an attempt, or the connect before it) failed.
+    fn try_failed(&self, op: Op, sent_us: u64, observed_us: u64, result: ResultKind, err: &ConnError) {
+        let started = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            let started = ep.failure(op, sent_us, observed_us, result);
+            self.episode_open.store(ep.is_open(), Ordering::Relaxed);
+            started
+        };
+        if let Some(s) = started {
+            self.metrics.disruptions.inc();
+            self.metrics.disrupted.set(1);
+            self.metrics
+                .disruption_start
+                .set(self.clock.unix_secs(s.start_us));
+            tracing::warn!(
+                target_name = %self.name,
+                op = %s.op,
+                result = %s.result,
+                error = %self.scrub(err),
+                "disruption started"
+            );
+        }
+        let message = self.scrub(err);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastError {
+            at_unix: self.clock.unix_secs(observed_us),
+            op,
+            result,
+            message,
+        });
+    }
+
+    /// An attempt of `op` succeeded.
+    fn try_succeeded(&self, op: Op, sent_us: u64, observed_us: u64) {
+        self.metrics
+            .op(op)
+            .last_success
+            .set(self.clock.unix_secs(observed_us));
+        if !self.episode_open.load(Ordering::Relaxed) {
+            return;
+        }
+        let ended = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            let ended = ep.success(op, sent_us, observed_us);
+            self.episode_open.store(ep.is_open(), Ordering::Relaxed);
+            ended
+        };
+        if let Some(e) = ended {
+            let secs = e.duration_secs();
+            self.metrics.disrupted.set(0);
+            self.metrics.disruption_duration.observe(secs);
+            let results: Vec<String> = e
+                .nonzero_results()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            tracing::warn!(
+                target_name = %self.name,
+                duration_seconds = format_args!("{secs:.3}"),
+                results = %results.join(","),
+                "disruption ended"
+            );
+            let clock = self.clock;
+            self.with_stats(|s| s.episode(&clock, &e));
+        }
+    }
+
+    /// The error text for humans, with anything that looks like our password removed: a
+    /// server or proxy may echo arguments back.
+    fn scrub(&self, err: &ConnError) -> String {
+        let mut text = err.to_string();
+        if let ConnError::Server(_) = err {
+            if let Some(pw) = &self.endpoint.url_password {
+                text = text.replace(pw.expose(), "****");
+            }
+            if let Ok(Some(pw)) = self.endpoint.password.resolve()
+                && !pw.expose().is_empty()
+            {
+                text = text.replace(pw.expose(), "****");
+            }
+        }
+        if text.len() > MAX_ERROR_TEXT {
+            let mut cut = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
+    }
+
+    /// Opens a connection of `kind`, counting and timing it, and records who answered.
+    async fn connect(&self, kind: Kind) -> Result<Conn, ConnError> {
+        let km = self.metrics.kind(kind);
+        let started = Instant::now();
+        let result = Conn::open(&self.endpoint).await;
+        km.connect_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(conn) => {
+                km.connect(ResultKind::Ok).inc();
+                let now = self.clock.now_us();
+                self.backends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .observe(&conn.backend, now, &self.metrics);
+            }
+            Err(e) => {
+                km.connect(e.result()).inc();
+                tracing::debug!(target_name = %self.name, kind = %kind, error = %self.scrub(e), "connect failed");
+            }
+        }
+        result
+    }
+
+    /// Runs one operation: tries `args` until a reply that `accept` takes, retries out, or a
+    /// final error. `None` when shutdown interrupted it (then nothing is recorded).
+    async fn execute(
+        &self,
+        pool: &Pool,
+        op: Op,
+        args: &[&[u8]],
+        accept: fn(&Reply) -> bool,
+        shutdown: &mut Shutdown,
+    ) -> Option<Finished> {
+        let m = self.metrics.op(op);
+        let policy = &self.settings.retry;
+        let mut may_have_applied = false;
+        let mut last = ResultKind::Error;
+        for n in 0..=policy.max_retries {
+            if n > 0 {
+                m.retries.inc();
+            }
+            let (permit, mut slot) = pool.take().await;
+            if slot.conn.is_none() {
+                let sent_us = self.clock.now_us();
+                match self.connect(Kind::Pool).await {
+                    Ok(conn) => {
+                        if let (Some(prev), true) = (&slot.last_run_id, conn.backend.is_known())
+                            && *prev != conn.backend.run_id
+                        {
+                            self.metrics.backend_switches.inc();
+                        }
+                        if conn.backend.is_known() {
+                            slot.last_run_id = Some(conn.backend.run_id.clone());
+                        }
+                        slot.conn = Some(conn);
+                    }
+                    Err(e) => {
+                        last = e.result();
+                        pool.put(slot, permit);
+                        self.try_failed(op, sent_us, self.clock.now_us(), last, &e);
+                        if !last.is_retryable() {
+                            break;
+                        }
+                        if !self.backoff(n, shutdown).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let conn = slot.conn.as_mut().expect("connected above");
+            let sent = Instant::now();
+            let reply = conn.call(args, self.settings.response_timeout).await;
+            let observed = Instant::now();
+            m.attempt_duration
+                .observe(observed.duration_since(sent).as_secs_f64());
+            let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
+            let reply = match reply {
+                Ok(r) if accept(&r) => Ok(r),
+                Ok(_) => Err(ConnError::Unexpected("command")),
+                Err(e) => Err(e),
+            };
+            match reply {
+                Ok(reply) => {
+                    m.attempt(ResultKind::Ok).inc();
+                    let backend = conn.backend.clone();
+                    pool.put(slot, permit);
+                    self.try_succeeded(op, sent_us, observed_us);
+                    self.with_stats(|s| {
+                        s.attempt(op, ResultKind::Ok, observed.duration_since(sent))
+                    });
+                    return Some(Finished {
+                        outcome: if n == 0 { Outcome::Ok } else { Outcome::Recovered },
+                        reply: Some(reply),
+                        sent_us,
+                        observed_us,
+                        backend: Some(backend),
+                        may_have_applied,
+                        last: ResultKind::Ok,
+                    });
+                }
+                Err(e) => {
+                    last = e.result();
+                    m.attempt(last).inc();
+                    may_have_applied |= e.may_have_applied();
+                    if last.drops_connection() || e.may_have_applied() {
+                        if e.is_peer_close() {
+                            self.metrics.kind(Kind::Pool).drops.inc();
+                        }
+                        slot.conn = None;
+                    }
+                    pool.put(slot, permit);
+                    self.try_failed(op, sent_us, observed_us, last, &e);
+                    self.with_stats(|s| s.attempt(op, last, observed.duration_since(sent)));
+                    if !last.is_retryable() {
+                        break;
+                    }
+                }
+            }
+            if n < policy.max_retries && !self.backoff(n, shutdown).await {
+                return None;
+            }
+        }
+        Some(Finished {
+            outcome: Outcome::Failed,
+            reply: None,
+            sent_us: 0,
+            observed_us: self.clock.now_us(),
+            backend: None,
+            may_have_applied,
+            last,
+        })
+    }
+
+    /// Waits out the backoff before retry `n + 1`; false if shutdown came first.
+    async fn backoff(&self, n: u32, shutdown: &mut Shutdown) -> bool {
+        if n >= self.settings.retry.max_retries {
+            return true;
+        }
+        let delay = retry::backoff(&self.settings.retry, n, retry::jitter());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = shutdown.wait() => false,
+        }
+    }
+
+    /// Records the end of an operation scheduled at `scheduled`.
+    fn finish(&self, op: Op, scheduled: Instant, f: &Finished) {
+        let m = self.metrics.op(op);
+        m.outcome(f.outcome).inc();
+        let took = Instant::now().saturating_duration_since(scheduled);
+        m.operation_duration.observe(took.as_secs_f64());
+        self.with_stats(|s| s.operation(op, f.outcome, took));
+    }
+
+    /// One write: the next sequence number to its key, `SET key value PX ttl`.
+    pub async fn write_once(&self, pool: &Pool, scheduled: Instant, shutdown: &mut Shutdown) {
+        let ticket = self.lock_ledger().begin_write(self.clock.now_us());
+        let key = self.key(ticket.key_index);
+        let mut value = Vec::with_capacity(self.settings.value_size);
+        Payload {
+            owner: self.owner,
+            epoch_us: self.clock.epoch_us(),
+            seq: ticket.seq,
+            key_index: ticket.key_index,
+            written_us: self.clock.unix_us(self.clock.now_us()),
+        }
+        .encode_into(self.settings.value_size, &mut value);
+        let args: [&[u8]; 5] = [b"SET", &key, &value, b"PX", &self.ttl_ms];
+        let Some(f) = self
+            .execute(pool, Op::Write, &args, is_ok_status, shutdown)
+            .await
+        else {
+            self.lock_ledger().write_unknown(ticket);
+            return;
+        };
+        self.record_write(ticket, &f);
+        self.finish(Op::Write, scheduled, &f);
+    }
+
+    fn record_write(&self, ticket: WriteTicket, f: &Finished) {
+        let mut ledger = self.lock_ledger();
+        match f.outcome {
+            Outcome::Ok | Outcome::Recovered => ledger.write_acked(ticket, f.observed_us),
+            Outcome::Failed if f.may_have_applied => ledger.write_unknown(ticket),
+            Outcome::Failed => ledger.write_rejected(ticket),
+        }
+    }
+
+    /// One read: `GET` a key with an acknowledged write and judge the value.
+    pub async fn read_once(&self, pool: &Pool, scheduled: Instant, shutdown: &mut Shutdown) {
+        // With nothing acknowledged yet (a read-only target, or a target down since start)
+        // key 0 is read anyway: read availability is measured even when writes fail.
+        let index = self
+            .lock_ledger()
+            .pick_read_key(|n| rand::random_range(0..n))
+            .unwrap_or(0);
+        let key = self.key(index);
+        let args: [&[u8]; 2] = [b"GET", &key];
+        let Some(f) = self
+            .execute(pool, Op::Read, &args, is_bulk, shutdown)
+            .await
+        else {
+            return;
+        };
+        if let Some(Reply::Bulk(value)) = &f.reply {
+            let verdict = self
+                .lock_ledger()
+                .verdict(index, f.sent_us, value.as_deref());
+            self.record_verdict(Op::Read, index, verdict, f.backend.as_deref());
+        }
+        self.finish(Op::Read, scheduled, &f);
+    }
+
+    fn record_verdict(&self, op: Op, key: u32, verdict: Verdict, backend: Option<&Identity>) {
+        self.metrics.op(op).read(verdict).inc();
+        self.with_stats(|s| s.verdict(verdict, backend));
+        if matches!(verdict, Verdict::Fresh | Verdict::Lagging) {
+            return;
+        }
+        // At most one line a second per target: an incident must not flood the logs.
+        let now = self.clock.now_us();
+        let last = self.last_bad_read_log_us.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000
+            && self
+                .last_bad_read_log_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unknown = Identity::default();
+            let b = backend.unwrap_or(&unknown);
+            tracing::warn!(
+                target_name = %self.name,
+                op = %op,
+                key_index = key,
+                verdict = verdict.as_str(),
+                backend_run_id = %b.run_id,
+                backend_addr = %b.addr,
+                "bad read"
+            );
+        }
+    }
+
+    /// Deletes this run's keys (`cleanup = true`), bounded by `deadline`.
+    pub async fn cleanup(&self, deadline: Instant) {
+        let written = self.last_seq().min(u64::from(self.settings.keys)) as u32;
+        if written == 0 {
+            return;
+        }
+        let Ok(Ok(mut conn)) =
+            tokio::time::timeout_at(deadline.into(), Conn::open(&self.endpoint)).await
+        else {
+            tracing::warn!(target_name = %self.name, "cleanup: cannot connect, keys expire by their TTL");
+            return;
+        };
+        let mut deleted = 0u64;
+        for chunk_start in (0..written).step_by(100) {
+            let keys: Vec<Vec<u8>> = (chunk_start..(chunk_start + 100).min(written))
+                .map(|i| self.key(i))
+                .collect();
+            let mut args: Vec<&[u8]> = vec![b"DEL"];
+            args.extend(keys.iter().map(Vec::as_slice));
+            let left = deadline.saturating_duration_since(Instant::now());
+            match conn.call(&args, left).await {
+                Ok(Reply::Int(n)) => deleted += n as u64,
+                _ => break,
+            }
+        }
+        tracing::info!(target_name = %self.name, deleted, "cleanup done");
+    }
+}
+
+fn is_ok_status(r: &Reply) -> bool {
+    matches!(r, Reply::Status(s) if s == "OK")
+}
+
+fn is_bulk(r: &Reply) -> bool {
+    matches!(r, Reply::Bulk(_))
+}
+
+/// How an operation ended.
+pub struct Finished {
+    pub outcome: Outcome,
+    pub reply: Option<Reply>,
+    /// Send time of the attempt that produced `reply`.
+    pub sent_us: u64,
+    pub observed_us: u64,
+    pub backend: Option<Arc<Identity>>,
+    pub may_have_applied: bool,
+    pub last: ResultKind,
+}
+
+/// One connection slot of a loop's pool: the connection, and which backend it last reached
+/// (to count switches when it reconnects elsewhere).
+#[derive(Default)]
+struct Slot {
+    conn: Option<Conn>,
+    last_run_id: Option<String>,
+}
+
+/// The connections of one loop: `connections` slots, at most that many attempts in flight.
+pub struct Pool {
+    permits: Semaphore,
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl Pool {
+    /// A pool of `size` (initially unconnected) slots.
+    pub fn new(size: usize) -> Pool {
+        Pool {
+            permits: Semaphore::new(size),
+            slots: Mutex::new((0..size).map(|_| Slot::default()).collect()),
+        }
+    }
+
+    async fn take(&self) -> (SemaphorePermit<'_>, Slot) {
+        let permit = self.permits.acquire().await.expect("the pool semaphore is never closed");
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .expect("a permit guarantees a free slot");
+        (permit, slot)
+    }
+
+    fn put(&self, slot: Slot, permit: SemaphorePermit<'_>) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        drop(permit);
+    }
+
+    /// Closes every idle connection.
+    pub async fn close_all(&self, timeout: Duration) {
+        let conns: Vec<Conn> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .filter_map(|s| s.conn.take())
+            .collect();
+        for c in conns {
+            c.close(timeout).await;
+        }
+    }
+}
+
+/// Runs the loop `op` of `target` until shutdown: an open-loop timetable at the configured
+/// rate, starting at `phase` into the first period, or a closed loop for `rate = "max"`.
+pub async fn run_loop(t: Arc<TargetState>, op: Op, phase: Duration, shutdown: Shutdown) {
+    let s = &t.settings;
+    let pool = Arc::new(Pool::new(s.connections));
+    match s.rate {
+        Rate::PerSecond(rate) => open_loop(&t, &pool, op, rate, phase, shutdown).await,
+        Rate::Max => closed_loop(&t, &pool, op, shutdown).await,
+    }
+    pool.close_all(Duration::from_millis(200)).await;
+}
+
+async fn run_op(t: &TargetState, pool: &Pool, op: Op, scheduled: Instant, shutdown: &mut Shutdown) {
+    match op {
+        Op::Write => t.write_once(pool, scheduled, shutdown).await,
+        Op::Read => t.read_once(pool, scheduled, shutdown).await,
+        Op::Probe => {}
+    }
+}
+
+async fn open_loop(
+    t: &Arc<TargetState>,
+    pool: &Arc<Pool>,
+    op: Op,
+    rate: f64,
+    phase: Duration,
+    mut shutdown: Shutdown,
+) {
+    let s = &t.settings;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    // Operations waiting for a retry sit here; a tick is skipped only when it is full.
+    let pending_cap = s.connections * (s.retry.max_retries as usize + 1);
+    let pending = Arc::new(Semaphore::new(pending_cap));
+    let start = tokio::time::Instant::now() + phase;
+    let mut ticks = tokio::time::interval_at(start, period);
+    // Burst: a late tick still fires, and is measured from when it was due.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        let scheduled = tokio::select! {
+            at = ticks.tick() => at.into_std(),
+            _ = shutdown.wait() => break,
+        };
+        match pending.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (t, pool, mut shutdown) = (t.clone(), pool.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    run_op(&t, &pool, op, scheduled, &mut shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                t.metrics.op(op).skipped_ticks.inc();
+                t.with_stats(|st| st.skipped(op));
+            }
+        }
+    }
+    // Let operations in flight end; their attempts are bounded by the response timeout and
+    // their backoffs end at shutdown.
+    let bound = s.connect_timeout + s.response_timeout;
+    let _ = tokio::time::timeout(bound, pending.acquire_many(pending_cap as u32)).await;
+}
+
+async fn closed_loop(t: &Arc<TargetState>, pool: &Arc<Pool>, op: Op, shutdown: Shutdown) {
+    let workers: Vec<_> = (0..t.settings.connections)
+        .map(|_| {
+            let (t, pool, mut shutdown) = (t.clone(), pool.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                while !shutdown.is_triggered() {
+                    run_op(&t, &pool, op, Instant::now(), &mut shutdown).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}

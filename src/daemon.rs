@@ -1,0 +1,192 @@
+//! Wiring: builds every target's state from the configuration, serves HTTP, runs the
+//! scheduling loops until shutdown, then drains them within the shutdown budget. Both the
+//! `run` and the `soak` modes (and the tests) come through [`run`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::canary::{TargetState, run_loop};
+use crate::clock::Clock;
+use crate::config::{Config, Rate};
+use crate::conn::Endpoint;
+use crate::http::{AppState, serve};
+use crate::metrics::Metrics;
+use crate::op::Op;
+use crate::shutdown::{self, Shutdown};
+use crate::tls;
+
+/// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
+/// this keeps the whole exit inside the 5 s of DESIGN §3.
+const DRAIN_BUDGET: Duration = Duration::from_secs(3);
+/// How long `cleanup = true` gets to delete keys on the way out.
+const CLEANUP_BUDGET: Duration = Duration::from_secs(1);
+/// How often expired backends are removed from `backend_info`.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A problem that stops the daemon from starting (exit 2): it names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct StartError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Builds the per-target states; fails only on settings that cannot work (TLS files).
+pub fn prepare(
+    config: &Config,
+    clock: Clock,
+    metrics: &Metrics,
+    with_stats: bool,
+) -> Result<Vec<Arc<TargetState>>, StartError> {
+    config
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let s = &t.settings;
+            let tls = if t.url.tls {
+                Some(
+                    tls::build(s.tls.as_ref(), &t.url.host).map_err(|e| StartError {
+                        key: format!("targets[{i}].tls"),
+                        message: e.to_string(),
+                    })?,
+                )
+            } else {
+                None
+            };
+            if s.tls.as_ref().is_some_and(|x| x.insecure) && t.url.tls {
+                tracing::warn!(target_name = %t.name, "tls.insecure = true: the server certificate is not verified");
+            }
+            let endpoint = Endpoint::new(
+                &t.url,
+                t.username.as_deref(),
+                &t.password,
+                tls,
+                format!("redis-canary/{}/{}", config.instance, t.name),
+                s.connect_timeout,
+            );
+            Ok(Arc::new(TargetState::new(
+                t,
+                &config.instance,
+                clock,
+                metrics,
+                endpoint,
+                with_stats,
+            )))
+        })
+        .collect()
+}
+
+/// Runs the canary until `shutdown`, serving HTTP on `listener`; returns the targets'
+/// final state (for the soak report) once everything has stopped.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    with_stats: bool,
+) -> Result<Vec<Arc<TargetState>>, StartError> {
+    let clock = Clock::new();
+    let metrics = Arc::new(Metrics::new());
+    let targets = prepare(config, clock, &metrics, with_stats)?;
+    let loops_per_target = 2;
+    let state = Arc::new(AppState {
+        metrics: metrics.clone(),
+        targets: targets.clone(),
+        loops_alive: Default::default(),
+        loops_expected: targets.len() * loops_per_target,
+        instance: config.instance.clone(),
+    });
+    // HTTP keeps answering while the loops drain; it gets its own trigger.
+    let (http_stop, http_shutdown) = shutdown::channel();
+    let http = tokio::spawn(serve(listener, state.clone(), http_shutdown));
+    tracing::info!(
+        targets = targets.len(),
+        instance = %config.instance,
+        "redis-canary started"
+    );
+
+    let n = targets.len().max(1) as f64;
+    let mut loops = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let period = match t.settings.rate {
+            Rate::PerSecond(r) => 1.0 / r,
+            Rate::Max => 0.0,
+        };
+        // Spread tick phases across targets, and the reader half a period after the writer,
+        // so hundreds of targets do not fire in one burst.
+        let write_phase = period * i as f64 / n;
+        for (op, phase) in [(Op::Write, write_phase), (Op::Read, write_phase + period / 2.0)] {
+            let (t, sd) = (t.clone(), shutdown.clone());
+            let alive = AliveGuard::new(&state);
+            loops.push(tokio::spawn(async move {
+                let _alive = alive;
+                run_loop(t, op, Duration::from_secs_f64(phase), sd).await;
+            }));
+        }
+    }
+    let maintenance = {
+        let (targets, mut sd) = (targets.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sd.wait() => break,
+                }
+                for t in &targets {
+                    let now = t.clock.now_us();
+                    t.backends
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .expire(now, t.settings.backend_ttl.as_micros() as u64, &t.metrics);
+                }
+            }
+        })
+    };
+
+    let mut sd = shutdown.clone();
+    sd.wait().await;
+    let began = Instant::now();
+    let drained = tokio::time::timeout(DRAIN_BUDGET, async {
+        for l in loops {
+            let _ = l.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some operations were still in flight at the end of the drain budget");
+    }
+    maintenance.abort();
+    if config.cleanup {
+        let deadline = Instant::now() + CLEANUP_BUDGET;
+        for t in &targets {
+            t.cleanup(deadline).await;
+        }
+    }
+    http_stop.trigger();
+    let _ = tokio::time::timeout(Duration::from_millis(200), http).await;
+    tracing::info!(
+        took_ms = began.elapsed().as_millis() as u64,
+        "redis-canary stopped"
+    );
+    Ok(targets)
+}
+
+/// Counts a scheduling loop as alive for `/healthz` while it exists, panics included.
+struct AliveGuard(Arc<AppState>);
+
+impl AliveGuard {
+    fn new(state: &Arc<AppState>) -> AliveGuard {
+        state.loops_alive.fetch_add(1, Ordering::Relaxed);
+        AliveGuard(state.clone())
+    }
+}
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.loops_alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,551 @@
+//! The metric families of DESIGN §6: [`Metrics`] owns the registry and every family;
+//! [`TargetMetrics`] holds pre-resolved handles for one target, so the hot path increments
+//! atomics without hashing label sets or taking the family lock.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::classify::ResultKind;
+use crate::ledger::Verdict;
+use crate::op::{Kind, Op, Outcome};
+
+/// Bucket edges for operation, attempt, connect and replication latencies: a 1-2-5 series
+/// from 100 µs (a loopback round trip) to 10 s (the default retry cap). SLO thresholds such
+/// as 50 ms fall on bucket edges, so `histogram_quantile` and `le` selectors are exact there
+/// instead of interpolated across a wide bucket.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    10.0,
+];
+
+/// Bucket edges for disruption lengths: a 1-2-5 series from 100 ms (a blip absorbed by one
+/// retry) to 1 h (an outage nobody should still be measuring with a canary).
+pub const DISRUPTION_BUCKETS: [f64; 15] = [
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 3600.0,
+];
+
+/// The wall-clock gauges hold fractional seconds.
+pub type F64Gauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub target: String,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub target: String,
+    pub op: Op,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub target: String,
+    pub op: Op,
+    pub result: ResultKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub target: String,
+    pub op: Op,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub target: String,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectLabels {
+    pub target: String,
+    pub kind: Kind,
+    pub result: ResultKind,
+}
+
+/// Identity of a backend, validated before it becomes a label (see [`crate::backend`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub target: String,
+    pub run_id: String,
+    pub role: String,
+    pub version: String,
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub target: String,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn disruption_histogram() -> Histogram {
+    Histogram::new(DISRUPTION_BUCKETS)
+}
+
+/// Every family, registered under the `redis_canary` prefix.
+pub struct Metrics {
+    registry: Registry,
+    operations: Family<OutcomeLabels, Counter>,
+    attempts: Family<ResultLabels, Counter>,
+    retries: Family<OpLabels, Counter>,
+    operation_duration: HistogramFamily<OpLabels>,
+    attempt_duration: HistogramFamily<OpLabels>,
+    skipped_ticks: Family<OpLabels, Counter>,
+    reads: Family<VerdictLabels, Counter>,
+    disruptions: Family<TargetLabels, Counter>,
+    disruption_duration: HistogramFamily<TargetLabels>,
+    disrupted: Family<TargetLabels, Gauge>,
+    disruption_start: Family<TargetLabels, F64Gauge>,
+    last_success: Family<OpLabels, F64Gauge>,
+    connects: Family<ConnectLabels, Counter>,
+    connect_duration: HistogramFamily<KindLabels>,
+    connection_drops: Family<KindLabels, Counter>,
+    backend_info: Family<BackendLabels, Gauge>,
+    backend_switches: Family<TargetLabels, Counter>,
+    backend_restarts: Family<TargetLabels, Counter>,
+    node_up: Family<NodeLabels, Gauge>,
+    replication_delay: HistogramFamily<NodeLabels>,
+    replication_timeouts: Family<NodeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family. Names are given without `_total` and unit
+    /// suffixes: prometheus-client appends them (and panics in debug builds if we do).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("redis_canary");
+        let m = Metrics {
+            registry: Registry::default(),
+            operations: Family::default(),
+            attempts: Family::default(),
+            retries: Family::default(),
+            operation_duration: Family::new_with_constructor(latency_histogram),
+            attempt_duration: Family::new_with_constructor(latency_histogram),
+            skipped_ticks: Family::default(),
+            reads: Family::default(),
+            disruptions: Family::default(),
+            disruption_duration: Family::new_with_constructor(disruption_histogram),
+            disrupted: Family::default(),
+            disruption_start: Family::default(),
+            last_success: Family::default(),
+            connects: Family::default(),
+            connect_duration: Family::new_with_constructor(latency_histogram),
+            connection_drops: Family::default(),
+            backend_info: Family::default(),
+            backend_switches: Family::default(),
+            backend_restarts: Family::default(),
+            node_up: Family::default(),
+            replication_delay: Family::new_with_constructor(latency_histogram),
+            replication_timeouts: Family::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "operations",
+            "Operations by final outcome: ok on the first try, recovered after at least one retry, failed when retries ran out or the server refused for good",
+            m.operations.clone(),
+        );
+        r.register(
+            "attempts",
+            "Every attempt on an open connection, by classified result",
+            m.attempts.clone(),
+        );
+        r.register("retries", "Attempts beyond the first", m.retries.clone());
+        r.register_with_unit(
+            "operation_duration",
+            "Scheduled start to final outcome, retries and backoff included",
+            Unit::Seconds,
+            m.operation_duration.clone(),
+        );
+        r.register_with_unit(
+            "attempt_duration",
+            "Request sent to reply or timeout",
+            Unit::Seconds,
+            m.attempt_duration.clone(),
+        );
+        r.register(
+            "skipped_ticks",
+            "Scheduled operations that could not start because the pending set was full",
+            m.skipped_ticks.clone(),
+        );
+        r.register(
+            "reads",
+            "Reads by verdict against the ledger of acknowledged writes",
+            m.reads.clone(),
+        );
+        r.register(
+            "disruptions",
+            "Disruption episodes started",
+            m.disruptions.clone(),
+        );
+        r.register_with_unit(
+            "disruption_duration",
+            "Length of each ended disruption episode",
+            Unit::Seconds,
+            m.disruption_duration.clone(),
+        );
+        r.register(
+            "disrupted",
+            "1 while the target is in a disruption episode",
+            m.disrupted.clone(),
+        );
+        r.register_with_unit(
+            "disruption_start_timestamp",
+            "Start of the current or last disruption episode (Unix time)",
+            Unit::Seconds,
+            m.disruption_start.clone(),
+        );
+        r.register_with_unit(
+            "last_success_timestamp",
+            "Wall clock of the last successful attempt (process start at first)",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        r.register(
+            "connects",
+            "Connection attempts, reconnects included, by result",
+            m.connects.clone(),
+        );
+        r.register_with_unit(
+            "connect_duration",
+            "TCP + TLS + AUTH/SELECT/CLIENT SETNAME and backend identification",
+            Unit::Seconds,
+            m.connect_duration.clone(),
+        );
+        r.register(
+            "connection_drops",
+            "Connections the peer or the network closed",
+            m.connection_drops.clone(),
+        );
+        r.register(
+            "backend_info",
+            "Backends seen within backend_ttl, by validated identity",
+            m.backend_info.clone(),
+        );
+        r.register(
+            "backend_switches",
+            "Pooled connection slots that reconnected to a different run_id",
+            m.backend_switches.clone(),
+        );
+        r.register(
+            "backend_restarts",
+            "New run_id seen at an address already known",
+            m.backend_restarts.clone(),
+        );
+        r.register(
+            "node_up",
+            "1 while the direct node answers",
+            m.node_up.clone(),
+        );
+        r.register_with_unit(
+            "replication_delay",
+            "Write acknowledged through the endpoint to value visible on the node",
+            Unit::Seconds,
+            m.replication_delay.clone(),
+        );
+        r.register(
+            "replication_timeouts",
+            "Writes not visible on the node within replication_timeout",
+            m.replication_timeouts.clone(),
+        );
+        r.register(
+            "build",
+            "Version and revision of this binary",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                revision: option_env!("REDIS_CANARY_REVISION")
+                    .unwrap_or("unknown")
+                    .to_string(),
+            }),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Creates every closed-label series of one target at 0 and returns its handles.
+    pub fn target(&self, name: &str) -> TargetMetrics {
+        let t = || name.to_string();
+        let tl = TargetLabels { target: t() };
+        let op = |op: Op| {
+            let ol = OpLabels { target: t(), op };
+            OpMetrics {
+                outcomes: Outcome::ALL.iter().map(|&outcome| {
+                    self.operations.get_or_create_owned(&OutcomeLabels {
+                        target: t(),
+                        op,
+                        outcome,
+                    })
+                }).collect(),
+                attempts: ResultKind::ALL
+                    .iter()
+                    .map(|&result| {
+                        self.attempts.get_or_create_owned(&ResultLabels {
+                            target: t(),
+                            op,
+                            result,
+                        })
+                    })
+                    .collect(),
+                retries: self.retries.get_or_create_owned(&ol),
+                operation_duration: self.operation_duration.get_or_create_owned(&ol),
+                attempt_duration: self.attempt_duration.get_or_create_owned(&ol),
+                skipped_ticks: self.skipped_ticks.get_or_create_owned(&ol),
+                reads: Verdict::ALL
+                    .iter()
+                    .map(|&verdict| {
+                        if op == Op::Write {
+                            Counter::default() // writes have no verdicts: not exported
+                        } else {
+                            self.reads.get_or_create_owned(&VerdictLabels {
+                                target: t(),
+                                op,
+                                verdict,
+                            })
+                        }
+                    })
+                    .collect(),
+                last_success: self.last_success.get_or_create_owned(&ol),
+            }
+        };
+        let kind = |kind: Kind| {
+            let kl = KindLabels { target: t(), kind };
+            KindMetrics {
+                connects: ResultKind::ALL
+                    .iter()
+                    .map(|&result| {
+                        self.connects.get_or_create_owned(&ConnectLabels {
+                            target: t(),
+                            kind,
+                            result,
+                        })
+                    })
+                    .collect(),
+                connect_duration: self.connect_duration.get_or_create_owned(&kl),
+                drops: self.connection_drops.get_or_create_owned(&kl),
+            }
+        };
+        TargetMetrics {
+            name: name.to_string(),
+            ops: [op(Op::Write), op(Op::Read), op(Op::Probe)],
+            kinds: [kind(Kind::Pool), kind(Kind::Probe), kind(Kind::Node)],
+            disruptions: self.disruptions.get_or_create_owned(&tl),
+            disruption_duration: self.disruption_duration.get_or_create_owned(&tl),
+            disrupted: self.disrupted.get_or_create_owned(&tl),
+            disruption_start: self.disruption_start.get_or_create_owned(&tl),
+            backend_switches: self.backend_switches.get_or_create_owned(&tl),
+            backend_restarts: self.backend_restarts.get_or_create_owned(&tl),
+            backend_info: self.backend_info.clone(),
+            node_up: self.node_up.clone(),
+            replication_delay: self.replication_delay.clone(),
+            replication_timeouts: self.replication_timeouts.clone(),
+        }
+    }
+
+    /// The exposition in OpenMetrics text.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Handles for one op of one target.
+pub struct OpMetrics {
+    outcomes: Vec<Counter>,
+    attempts: Vec<Counter>,
+    pub retries: Counter,
+    pub operation_duration: Histogram,
+    pub attempt_duration: Histogram,
+    pub skipped_ticks: Counter,
+    reads: Vec<Counter>,
+    pub last_success: F64Gauge,
+}
+
+impl OpMetrics {
+    pub fn outcome(&self, o: Outcome) -> &Counter {
+        &self.outcomes[o as usize]
+    }
+    pub fn attempt(&self, r: ResultKind) -> &Counter {
+        &self.attempts[r as usize]
+    }
+    pub fn read(&self, v: Verdict) -> &Counter {
+        &self.reads[v as usize]
+    }
+}
+
+/// Handles for one connection kind of one target.
+pub struct KindMetrics {
+    connects: Vec<Counter>,
+    pub connect_duration: Histogram,
+    pub drops: Counter,
+}
+
+impl KindMetrics {
+    pub fn connect(&self, r: ResultKind) -> &Counter {
+        &self.connects[r as usize]
+    }
+}
+
+/// Handles for one target.
+pub struct TargetMetrics {
+    pub name: String,
+    ops: [OpMetrics; 3],
+    kinds: [KindMetrics; 3],
+    pub disruptions: Counter,
+    pub disruption_duration: Histogram,
+    pub disrupted: Gauge,
+    pub disruption_start: F64Gauge,
+    pub backend_switches: Counter,
+    pub backend_restarts: Counter,
+    pub backend_info: Family<BackendLabels, Gauge>,
+    pub node_up: Family<NodeLabels, Gauge>,
+    pub replication_delay: HistogramFamily<NodeLabels>,
+    pub replication_timeouts: Family<NodeLabels, Counter>,
+}
+
+impl TargetMetrics {
+    pub fn op(&self, op: Op) -> &OpMetrics {
+        &self.ops[op.index()]
+    }
+    pub fn kind(&self, kind: Kind) -> &KindMetrics {
+        &self.kinds[kind as usize]
+    }
+}
+
+/// Rewrites OpenMetrics text into the Prometheus text format 0.0.4, for scrapers that ask
+/// for `text/plain`: counters are named with their `_total` suffix in HELP/TYPE, `info`
+/// becomes a gauge named `*_info`, and UNIT lines, exemplars and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut renamed: Vec<(&str, &str, &str)> = Vec::new(); // (family, suffix, type)
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.splitn(2, ' ');
+            let (name, ty) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            match ty {
+                "counter" => renamed.push((name, "_total", "counter")),
+                "info" => renamed.push((name, "_info", "gauge")),
+                _ => {}
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some((kind, rest)) = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("HELP", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("TYPE", r)))
+        {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some((_, suffix, ty)) = renamed.iter().find(|(n, _, _)| *n == name) {
+                let tail = if kind == "TYPE" { ty } else { tail };
+                out.push_str(&format!("# {kind} {name}{suffix} {tail}\n"));
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        // Exemplars follow the value after " # ".
+        let sample = line.split_once(" # ").map_or(line, |(s, _)| s);
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_closed_series_of_a_target_exists_at_zero() {
+        let m = Metrics::new();
+        let _t = m.target("a");
+        let text = m.encode_openmetrics();
+        for line in [
+            r#"redis_canary_operations_total{target="a",op="write",outcome="recovered"} 0"#,
+            r#"redis_canary_attempts_total{target="a",op="read",result="masterdown"} 0"#,
+            r#"redis_canary_reads_total{target="a",op="probe",verdict="corrupt"} 0"#,
+            r#"redis_canary_connects_total{target="a",kind="node",result="auth"} 0"#,
+            r#"redis_canary_skipped_ticks_total{target="a",op="write"} 0"#,
+            r#"redis_canary_disrupted{target="a"} 0"#,
+            r#"redis_canary_operation_duration_seconds_bucket{le="0.05",target="a",op="read"} 0"#,
+            r#"redis_canary_disruption_duration_seconds_bucket{le="3600.0",target="a"} 0"#,
+            r#"redis_canary_build_info{version=""#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains(r#"op="write",verdict"#));
+    }
+
+    #[test]
+    fn handles_update_the_exported_series() {
+        let m = Metrics::new();
+        let t = m.target("a");
+        t.op(Op::Read).outcome(Outcome::Recovered).inc();
+        t.op(Op::Read).attempt(ResultKind::Timeout).inc_by(2);
+        t.kind(Kind::Pool).connect(ResultKind::Refused).inc();
+        let text = m.encode_openmetrics();
+        assert!(text.contains(r#"redis_canary_operations_total{target="a",op="read",outcome="recovered"} 1"#));
+        assert!(text.contains(r#"redis_canary_attempts_total{target="a",op="read",result="timeout"} 2"#));
+        assert!(text.contains(r#"redis_canary_connects_total{target="a",kind="pool",result="refused"} 1"#));
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_with_total_and_drops_openmetrics_only_lines() {
+        let m = Metrics::new();
+        let _t = m.target("a");
+        let text = to_prometheus_text(&m.encode_openmetrics());
+        assert!(text.contains("# TYPE redis_canary_operations_total counter\n"));
+        assert!(text.contains("# TYPE redis_canary_build_info gauge\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn buckets_are_increasing_and_include_the_default_slo() {
+        for w in LATENCY_BUCKETS.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        for w in DISRUPTION_BUCKETS.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        assert!(LATENCY_BUCKETS.contains(&0.05));
+    }
+}
