@@ -193,6 +193,24 @@ impl TargetState {
         }
     }
 
+    /// Ends an episode still open at the end of a soak, so the report includes it.
+    pub fn close_open_episode(&self) {
+        let now = self.clock.now_us();
+        let ended = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            ep.close_at(now)
+        };
+        if let Some(e) = ended {
+            tracing::warn!(
+                target_name = %self.name,
+                duration_seconds = format_args!("{:.3}", e.duration_secs()),
+                "disruption still open at the end of the run"
+            );
+            let clock = self.clock;
+            self.with_stats(|s| s.episode(&clock, &e));
+        }
+    }
+
     /// The error text for humans, with anything that looks like our password removed: a
     /// server or proxy may echo arguments back.
     fn scrub(&self, err: &ConnError) -> String {

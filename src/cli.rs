@@ -115,7 +115,9 @@ fn parse_soak_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be greater than 0s".to_string()),
         Ok(duration) => Ok(duration),
-        Err(error) => Err(format!("expected a duration such as 30s, 5m or 1h30m: {error}")),
+        Err(error) => Err(format!(
+            "expected a duration such as 30s, 5m or 1h30m: {error}"
+        )),
     }
 }
 

@@ -160,6 +160,11 @@ pub async fn run(
         tracing::warn!("some operations were still in flight at the end of the drain budget");
     }
     maintenance.abort();
+    if with_stats {
+        for t in &targets {
+            t.close_open_episode();
+        }
+    }
     if config.cleanup {
         let deadline = Instant::now() + CLEANUP_BUDGET;
         for t in &targets {

@@ -124,6 +124,21 @@ impl Episodes {
     }
 }
 
+impl Episodes {
+    /// Ends the open episode at `now_us`, whatever its ops say: a soak that ends during
+    /// an outage must still report it (as lasting at least until the end).
+    pub fn close_at(&mut self, now_us: u64) -> Option<Ended> {
+        let (start_us, results) = self.open.take()?;
+        self.failing = [None; 3];
+        self.last_end_us = now_us;
+        Some(Ended {
+            start_us,
+            end_us: now_us.max(start_us),
+            results,
+        })
+    }
+}
+
 fn result_index(result: ResultKind) -> usize {
     ResultKind::ALL
         .iter()
@@ -183,6 +198,16 @@ mod tests {
         e.success(Op::Write, 20, 30);
         let s = e.failure(Op::Write, 15, 35, ResultKind::Reset).expect("new episode");
         assert_eq!(s.start_us, 30);
+    }
+
+    #[test]
+    fn an_episode_open_at_the_end_is_closed_there() {
+        let mut e = Episodes::default();
+        e.failure(Op::Write, 10, 20, ResultKind::Timeout);
+        let ended = e.close_at(100).expect("was open");
+        assert_eq!((ended.start_us, ended.end_us), (10, 100));
+        assert!(!e.is_open());
+        assert!(e.close_at(200).is_none());
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! The daemon end to end: the real binary against real `redis-server` processes, with faults
+//! injected for real (SIGKILL, SIGSTOP, wrong passwords, replicas, OOM), judged only by what
+//! `/metrics`, the status page and the logs say.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const OPS: &str = "redis_canary_operations_total";
+const ATTEMPTS: &str = "redis_canary_attempts_total";
+const READS: &str = "redis_canary_reads_total";
+const DISRUPTIONS: &str = "redis_canary_disruptions_total";
+const DISRUPTED: &str = "redis_canary_disrupted";
+const EPISODE_SUM: &str = "redis_canary_disruption_duration_seconds_sum";
+const EPISODE_COUNT: &str = "redis_canary_disruption_duration_seconds_count";
+const CONNECTS: &str = "redis_canary_connects_total";
+
+fn t(name: &str) -> (&'static str, &str) {
+    ("target", name)
+}
+
+#[test]
+fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
+    let redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("60 fresh reads", Duration::from_secs(20), || {
+        canary.metrics().sum(READS, &[t("a"), ("verdict", "fresh")]) >= 60.0
+    });
+    let m = canary.metrics();
+    assert!(m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) >= 60.0);
+    assert_eq!(m.sum(OPS, &[t("a"), ("outcome", "recovered")]), 0.0);
+    assert_eq!(m.sum(OPS, &[t("a"), ("outcome", "failed")]), 0.0);
+    assert_eq!(m.sum("redis_canary_retries_total", &[t("a")]), 0.0);
+    for verdict in ["lagging", "stale", "missing", "corrupt"] {
+        assert_eq!(m.sum(READS, &[t("a"), ("verdict", verdict)]), 0.0, "{verdict}");
+    }
+    assert_eq!(
+        m.sum(ATTEMPTS, &[t("a")]),
+        m.sum(ATTEMPTS, &[t("a"), ("result", "ok")])
+    );
+    assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 0.0);
+    assert_eq!(m.sum(DISRUPTED, &[t("a")]), 0.0);
+    // Two loops of two connections each: at most four connects, all successful.
+    let connects = m.sum(CONNECTS, &[t("a"), ("kind", "pool")]);
+    assert!((1.0..=4.0).contains(&connects), "{connects} connects");
+    assert_eq!(connects, m.sum(CONNECTS, &[t("a"), ("result", "ok")]));
+    // Who answered: the validated identity of this very server.
+    let run_id = redis.client().call(&["INFO", "server"]).unwrap();
+    let run_id = run_id
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let backends = m.labels("redis_canary_backend_info", &[t("a")]);
+    assert_eq!(backends.len(), 1, "{backends:?}");
+    assert_eq!(backends[0]["run_id"], run_id);
+    assert_eq!(backends[0]["role"], "master");
+    assert_eq!(backends[0]["addr"], format!("127.0.0.1:{}", redis.port));
+    // The values really are in Redis, under the target's prefix, with a TTL.
+    let mut c = redis.client();
+    let ttl: i64 = c.call(&["PTTL", "redis-canary:test:a:0"]).unwrap().parse().unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "PTTL {ttl}");
+    let name = c.call(&["CLIENT", "LIST"]).unwrap();
+    assert!(name.contains("name=redis-canary/test/a"), "{name}");
+}
+
+#[test]
+fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() {
+    let mut redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) >= 10.0
+    });
+    let killed = Instant::now();
+    redis.kill();
+    wait_until("the canary to notice", Duration::from_secs(5), || {
+        canary.metrics().sum(DISRUPTED, &[t("a")]) == 1.0
+    });
+    // The outage itself: two seconds with the port closed.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed()));
+    redis.restart();
+    let outage = killed.elapsed().as_secs_f64();
+    wait_until("the episode to end", Duration::from_secs(10), || {
+        canary.metrics().sum(EPISODE_COUNT, &[t("a")]) == 1.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
+    assert_eq!(m.sum(DISRUPTED, &[t("a")]), 0.0);
+    let measured = m.sum(EPISODE_SUM, &[t("a")]);
+    eprintln!("outage {outage:.3} s, episode {measured:.3} s");
+    assert!(
+        measured > outage - 0.5 && measured < outage + 1.5,
+        "episode {measured:.3} s for an outage of {outage:.3} s"
+    );
+    let rescued_or_lost = m.sum(OPS, &[t("a"), ("outcome", "recovered")])
+        + m.sum(OPS, &[t("a"), ("outcome", "failed")]);
+    assert!(rescued_or_lost > 0.0);
+    assert!(m.sum(CONNECTS, &[t("a"), ("result", "refused")]) > 0.0);
+    // The server restarted empty: reads of keys written before are data loss.
+    wait_until("missing reads to show", Duration::from_secs(10), || {
+        canary.metrics().sum(READS, &[t("a"), ("verdict", "missing")]) > 0.0
+    });
+    assert!(canary.metrics().sum("redis_canary_backend_restarts_total", &[t("a")]) >= 1.0);
+}
+
+#[test]
+fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
+    let mut redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("some successful reads", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("op", "read"), ("outcome", "ok")]) >= 10.0
+    });
+    let stalled = Instant::now();
+    redis.pause();
+    // The fault: three seconds of SIGSTOP.
+    std::thread::sleep(Duration::from_secs(3));
+    redis.resume();
+    let stall = stalled.elapsed().as_secs_f64();
+    wait_until("the episode to end", Duration::from_secs(15), || {
+        canary.metrics().sum(EPISODE_COUNT, &[t("a")]) == 1.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
+    assert!(m.sum(ATTEMPTS, &[t("a"), ("result", "timeout")]) > 0.0);
+    let measured = m.sum(EPISODE_SUM, &[t("a")]);
+    eprintln!("stall {stall:.3} s, episode {measured:.3} s");
+    assert!(
+        measured > stall - 0.6 && measured < stall + 1.5,
+        "episode {measured:.3} s for a stall of {stall:.3} s"
+    );
+    // Queued writes executed after SIGCONT are fine: nothing stale or corrupt.
+    assert_eq!(m.sum(READS, &[t("a"), ("verdict", "corrupt")]), 0.0);
+    assert_eq!(m.sum(READS, &[t("a"), ("verdict", "stale")]), 0.0);
+}
+
+#[test]
+fn a_wrong_password_is_an_auth_failure_until_the_file_is_fixed_without_a_restart() {
+    let redis = RedisServer::start(&["--requirepass", "s3cret-right"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("password");
+    std::fs::write(&pw_file, "s3cret-wrong\n").unwrap();
+    let canary = Canary::start(&one_target_config(
+        "a",
+        &redis.url(),
+        &format!("password_file = {:?}", pw_file.display().to_string()),
+    ));
+    wait_until("auth failures", Duration::from_secs(10), || {
+        let m = canary.metrics();
+        m.sum(CONNECTS, &[t("a"), ("result", "auth")]) > 0.0 && m.sum(DISRUPTED, &[t("a")]) == 1.0
+    });
+    std::fs::write(&pw_file, "s3cret-right\n").unwrap();
+    wait_until("recovery with the fixed password", Duration::from_secs(15), || {
+        let m = canary.metrics();
+        m.sum(DISRUPTED, &[t("a")]) == 0.0
+            && m.sum(READS, &[t("a"), ("verdict", "fresh")]) > 5.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
+    assert!(m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) > 0.0);
+    let (_, page) = canary.get("/");
+    for text in [&m.text, &page, &canary.log()] {
+        assert!(!text.contains("s3cret"), "a password leaked:\n{text}");
+    }
+}
+
+#[test]
+fn writes_to_a_replica_are_readonly_while_its_reads_succeed() {
+    let master = RedisServer::start(&[]);
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let canary = Canary::start(&one_target_config(
+        "replica",
+        &replica.url(),
+        r#"retry = { max_retries = 1, base = "10ms", max = "50ms" }"#,
+    ));
+    wait_until("failed writes and good reads", Duration::from_secs(15), || {
+        let m = canary.metrics();
+        m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "failed")]) >= 3.0
+            && m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "ok")]) >= 10.0
+    });
+    let m = canary.metrics();
+    let write_attempts = m.sum(ATTEMPTS, &[t("replica"), ("op", "write")]);
+    assert_eq!(
+        write_attempts,
+        m.sum(ATTEMPTS, &[t("replica"), ("op", "write"), ("result", "readonly")])
+    );
+    assert_eq!(m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "ok")]), 0.0);
+    assert_eq!(m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "failed")]), 0.0);
+    // READONLY drops the connection, so retries reconnect: more connects than slots.
+    assert!(m.sum(CONNECTS, &[t("replica"), ("result", "ok")]) > 4.0);
+    let roles = m.labels("redis_canary_backend_info", &[t("replica")]);
+    assert!(roles.iter().any(|l| l["role"] == "replica"), "{roles:?}");
+}
+
+#[test]
+fn out_of_memory_is_final_and_never_retried() {
+    let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) >= 5.0
+    });
+    redis.client().call(&["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    wait_until("OOM failures", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")]) >= 5.0
+    });
+    let m = canary.metrics();
+    let failed = m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")]);
+    let oom = m.sum(ATTEMPTS, &[t("a"), ("op", "write"), ("result", "oom")]);
+    // One attempt per failed operation: oom is the server's final word.
+    assert!(oom >= failed && oom <= failed + 2.0, "oom {oom} failed {failed}");
+    assert_eq!(m.sum("redis_canary_retries_total", &[t("a"), ("op", "write")]), 0.0);
+    // Reads are not writes: they keep working against a full server.
+    assert_eq!(m.sum(OPS, &[t("a"), ("op", "read"), ("outcome", "failed")]), 0.0);
+}
+
+#[test]
+fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
+    let port = free_port();
+    let mut canary = Canary::start(&one_target_config(
+        "down",
+        &format!("redis://127.0.0.1:{port}"),
+        "",
+    ));
+    wait_until("the episode to show", Duration::from_secs(5), || {
+        canary.metrics().sum(DISRUPTED, &[t("down")]) == 1.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(DISRUPTIONS, &[t("down")]), 1.0);
+    assert!(m.sum(CONNECTS, &[t("down"), ("result", "refused")]) > 0.0);
+    // No attempt was made on an open connection: connect failures count in connects only.
+    assert_eq!(m.sum(ATTEMPTS, &[t("down")]), 0.0);
+    assert_eq!(canary.get("/healthz").0, 200);
+    let (status, page) = canary.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("DISRUPTED") && page.contains("refused"), "{page}");
+    let (status, _) = canary.terminate(Duration::from_secs(6));
+    assert!(status.success());
+}
+
+#[test]
+fn metrics_answer_and_sigterm_exits_quickly_while_the_target_hangs() {
+    let mut redis = RedisServer::start(&[]);
+    let mut canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("outcome", "ok")]) >= 5.0
+    });
+    redis.pause();
+    wait_until("timeouts while hanging", Duration::from_secs(5), || {
+        canary.metrics().sum(ATTEMPTS, &[t("a"), ("result", "timeout")]) > 0.0
+    });
+    let scraped = Instant::now();
+    let m = canary.metrics();
+    assert!(scraped.elapsed() < Duration::from_secs(2));
+    assert_eq!(m.sum(DISRUPTED, &[t("a")]), 1.0);
+    let (status, took) = canary.terminate(Duration::from_secs(6));
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    redis.resume();
+}
+
+#[test]
+fn http_serves_both_exposition_formats_health_and_404() {
+    let redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    let (status, om) = http_get(canary.port, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE redis_canary_operations counter"));
+    let (_, prom) = http_get(canary.port, "/metrics", Some("text/plain")).unwrap();
+    assert!(prom.contains("# TYPE redis_canary_operations_total counter"));
+    assert!(!prom.contains("# EOF"));
+    assert_eq!(canary.get("/healthz").0, 200);
+    assert_eq!(canary.get("/readyz").0, 200);
+    let (status, _) = canary.get("/metrics/../secret");
+    assert_eq!(status, 404);
+    assert_eq!(canary.get("/nope").0, 404);
+    // A 404 path never becomes a label.
+    assert!(!canary.metrics().text.contains("nope"));
+}
+
+#[test]
+fn passwords_never_appear_in_logs_metrics_status_or_check_config() {
+    let redis = RedisServer::start(&["--requirepass", "hunter2-url-pw"]);
+    let url = format!("redis://:hunter2-url-pw@127.0.0.1:{}", redis.port);
+    let config = one_target_config("a", &url, "");
+    let canary = Canary::start(&config);
+    wait_until("fresh reads with the URL password", Duration::from_secs(10), || {
+        canary.metrics().sum(READS, &[t("a"), ("verdict", "fresh")]) >= 5.0
+    });
+    let (_, page) = canary.get("/");
+    let m = canary.metrics();
+    let check = std::process::Command::new(canary_bin())
+        .args(["check-config", "--config"])
+        .arg(canary.path("canary.toml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let check = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.contains("****"), "{check}");
+    for text in [&m.text, &page, &canary.log(), &check] {
+        assert!(!text.contains("hunter2"), "a password leaked:\n{text}");
+    }
+}
