@@ -139,9 +139,14 @@ impl Backends {
             s.last_seen_us = now_us;
             if s.identity != *id {
                 // Same process, new role (a promotion): re-export under the new labels.
-                metrics.backend_info.remove(&labels(&metrics.name, &s.identity));
+                metrics
+                    .backend_info
+                    .remove(&labels(&metrics.name, &s.identity));
                 s.identity = id.clone();
-                metrics.backend_info.get_or_create(&labels(&metrics.name, id)).set(1);
+                metrics
+                    .backend_info
+                    .get_or_create(&labels(&metrics.name, id))
+                    .set(1);
             }
             self.touch_history(id, now_us);
             return;
@@ -163,10 +168,15 @@ impl Backends {
                 .map(|(k, _)| k.clone())
                 && let Some(s) = self.seen.remove(&oldest)
             {
-                metrics.backend_info.remove(&labels(&metrics.name, &s.identity));
+                metrics
+                    .backend_info
+                    .remove(&labels(&metrics.name, &s.identity));
             }
         }
-        metrics.backend_info.get_or_create(&labels(&metrics.name, id)).set(1);
+        metrics
+            .backend_info
+            .get_or_create(&labels(&metrics.name, id))
+            .set(1);
         self.seen.insert(
             id.run_id.clone(),
             Seen {
@@ -182,7 +192,9 @@ impl Backends {
         self.seen.retain(|_, s| {
             let keep = now_us.saturating_sub(s.last_seen_us) <= ttl_us;
             if !keep {
-                metrics.backend_info.remove(&labels(&metrics.name, &s.identity));
+                metrics
+                    .backend_info
+                    .remove(&labels(&metrics.name, &s.identity));
             }
             keep
         });
@@ -194,7 +206,11 @@ impl Backends {
     }
 
     fn touch_history(&mut self, id: &Identity, now_us: u64) {
-        if let Some(b) = self.history.iter_mut().find(|b| b.identity.run_id == id.run_id) {
+        if let Some(b) = self
+            .history
+            .iter_mut()
+            .find(|b| b.identity.run_id == id.run_id)
+        {
             b.last_seen_us = now_us;
             b.identity = id.clone();
         } else if self.history.len() < 4 * MAX_BACKENDS {
@@ -237,7 +253,9 @@ mod tests {
         id.absorb_info(&format!(
             "# Server\r\nredis_version:7.0.15\r\nrun_id:{run_id}\r\n# Replication\r\nrole:slave\r\n"
         ));
-        id.absorb_client_info(&format!("id=3 addr=127.0.0.1:5000 laddr={addr} fd=8 name=x"));
+        id.absorb_client_info(&format!(
+            "id=3 addr=127.0.0.1:5000 laddr={addr} fd=8 name=x"
+        ));
         id
     }
 

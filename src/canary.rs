@@ -129,7 +129,14 @@ impl TargetState {
     }
 
     /// A try of `op` (an attempt, or the connect before it) failed.
-    fn try_failed(&self, op: Op, sent_us: u64, observed_us: u64, result: ResultKind, err: &ConnError) {
+    fn try_failed(
+        &self,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+        result: ResultKind,
+        err: &ConnError,
+    ) {
         let started = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
             let started = ep.failure(op, sent_us, observed_us, result);
@@ -241,8 +248,7 @@ impl TargetState {
         let km = self.metrics.kind(kind);
         let started = Instant::now();
         let result = Conn::open(&self.endpoint).await;
-        km.connect_duration
-            .observe(started.elapsed().as_secs_f64());
+        km.connect_duration.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(conn) => {
                 km.connect(ResultKind::Ok).inc();
@@ -329,7 +335,11 @@ impl TargetState {
                         s.attempt(op, ResultKind::Ok, observed.duration_since(sent))
                     });
                     return Some(Finished {
-                        outcome: if n == 0 { Outcome::Ok } else { Outcome::Recovered },
+                        outcome: if n == 0 {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Recovered
+                        },
                         reply: Some(reply),
                         sent_us,
                         observed_us,
@@ -436,10 +446,7 @@ impl TargetState {
             .unwrap_or(0);
         let key = self.key(index);
         let args: [&[u8]; 2] = [b"GET", &key];
-        let Some(f) = self
-            .execute(pool, Op::Read, &args, is_bulk, shutdown)
-            .await
-        else {
+        let Some(f) = self.execute(pool, Op::Read, &args, is_bulk, shutdown).await else {
             return;
         };
         if let Some(Reply::Bulk(value)) = &f.reply {
@@ -553,7 +560,11 @@ impl Pool {
     }
 
     async fn take(&self) -> (SemaphorePermit<'_>, Slot) {
-        let permit = self.permits.acquire().await.expect("the pool semaphore is never closed");
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the pool semaphore is never closed");
         let slot = self
             .slots
             .lock()
@@ -564,7 +575,10 @@ impl Pool {
     }
 
     fn put(&self, slot: Slot, permit: SemaphorePermit<'_>) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
         drop(permit);
     }
 

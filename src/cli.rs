@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
     name = "redis-canary",
     version,
     about = "Measures what clients of a Redis endpoint go through when pods die, restart or stall",
+    long_about = None,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {

@@ -2,8 +2,10 @@
 //! environment variables and command-line flags, checks every key of the merged tree and
 //! reports all problems at once, and prints the effective configuration with secrets masked.
 //!
-//! figment does the layering; the checking is done here by walking the merged tree rather
-//! than by serde, because serde stops at the first problem.
+//! figment does the layering: later layers win, tables merge key by key, arrays (`targets`,
+//! `nodes`) are replaced whole. The checking is done here by walking the merged tree rather
+//! than by serde, because serde stops at the first problem. Built-in defaults are the
+//! `Default` impls below; they fill in whatever no layer set.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -77,7 +79,9 @@ const TARGET_KEYS: &[&str] = &[
     "slo",
 ];
 
+/// Keys of a `retry` table.
 const RETRY_KEYS: &[&str] = &["max_retries", "base", "max"];
+/// Keys of a `tls` table.
 const TLS_KEYS: &[&str] = &[
     "ca_file",
     "cert_file",
@@ -85,6 +89,7 @@ const TLS_KEYS: &[&str] = &[
     "server_name",
     "insecure",
 ];
+/// Keys of `[slo]` and of a target's `slo` table.
 const SLO_KEYS: &[&str] = &[
     "min_availability",
     "max_failed_operations",
@@ -94,6 +99,7 @@ const SLO_KEYS: &[&str] = &[
     "max_corrupt_reads",
     "p99_operation",
 ];
+/// Keys of `[telemetry]`.
 const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "sample_ratio"];
 
 /// Where the daemon listens unless told otherwise: the canary's registered default port.
@@ -131,9 +137,12 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 /// Longest duration anywhere: far beyond any sensible setting, and small enough that adding
 /// it to an `Instant` can never overflow (which panics).
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// [`MAX_DURATION`] as written in messages (humantime would print months and hours).
 const MAX_DURATION_TEXT: &str = "365days";
-/// Metadata names that mark which layer a value came from, for hints in problem messages.
+/// Metadata name of a value set by an environment variable: problem messages name the
+/// variable, and its text is read as the type the key needs.
 const ENV_LAYER: &str = "environment variable";
+/// Metadata name of a value set by a flag: problem messages name the flag.
 const FLAG_LAYER: &str = "command-line flag";
 
 // ---------------------------------------------------------------------------------------
@@ -515,7 +524,7 @@ fn load_layers(
     if !env.ignored.is_empty() {
         tracing::warn!(
             variables = %env.ignored.join(", "),
-            "ignoring REDIS_CANARY_* environment variables that are not configuration"
+            "ignoring unknown REDIS_CANARY_* environment variables"
         );
     }
     for layer in env.layers {
@@ -558,7 +567,7 @@ fn load_layers(
 /// A TOML syntax error as one problem naming the file and the line and column.
 fn toml_problem(path: &Path, text: &str, error: &toml::de::Error) -> ConfigProblem {
     let position = error.span().map(|span| {
-        let before = &text[..span.start.min(text.len())];
+        let before = text.get(..span.start).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         format!(" at line {line}, column {column}")
@@ -1157,10 +1166,9 @@ impl Checker<'_> {
         let mut username: Option<(String, &Value)> = None;
         let mut sources: Vec<(&str, PasswordSource)> = Vec::new();
         let mut nodes: Vec<(String, &Value, ParsedUrl)> = Vec::new();
-        let mut key_prefix: Option<(String, Option<&Value>)> = None;
+        let mut key_prefix: Option<(&str, &Value)> = None;
         let mut settings = SettingsLayer::default();
         let mut slo = SloLayer::default();
-        let mut valid = true;
 
         let before = self.problems.len();
         for (key, value) in dict {
@@ -1213,11 +1221,7 @@ impl Checker<'_> {
                     }
                     _ => self.report(&at, value, "expected an array of urls"),
                 },
-                "key_prefix" => {
-                    if let Some(text) = self.text(&at, value) {
-                        key_prefix = Some((text.to_string(), Some(value)));
-                    }
-                }
+                "key_prefix" => key_prefix = self.text(&at, value).map(|text| (text, value)),
                 "slo" => {
                     if let Some(table) = self.table(&at, value) {
                         slo = self.slo_table(&at, table);
@@ -1299,43 +1303,17 @@ impl Checker<'_> {
             node_urls.push(node_url);
         }
 
-        let (template, template_value) =
-            key_prefix.unwrap_or_else(|| (DEFAULT_KEY_PREFIX.to_string(), None));
-        let key_prefix = name
-            .as_deref()
-            .filter(|_| !instance.is_empty())
-            .and_then(|name| {
-                let prefix = template
-                    .replace("{instance}", instance)
-                    .replace("{target}", name);
-                let problem = if prefix.is_empty() {
-                    Some("must not be empty: every key carries the prefix")
-                } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    Some("must not contain whitespace or control characters")
-                } else {
-                    None
-                };
-                match (problem, template_value) {
-                    (None, _) => Some(prefix),
-                    (Some(message), Some(value)) => {
-                        self.report(&child(path, "key_prefix"), value, message);
-                        None
-                    }
-                    (Some(message), None) => {
-                        self.problems.push(ConfigProblem::new(
-                            child(path, "key_prefix"),
-                            quote(&prefix),
-                            message,
-                        ));
-                        None
-                    }
-                }
-            });
+        let key_prefix = match &name {
+            Some(name) if !instance.is_empty() => {
+                self.key_prefix(&child(path, "key_prefix"), key_prefix, instance, name)
+            }
+            _ => None, // a bad name or instance was reported already
+        };
 
         let settings_resolved = settings.over(default_settings);
         self.check_settings(path, &settings_resolved, &settings, false);
         let slo = slo.over(default_slo);
-        valid &= self.problems.len() == before;
+        let valid = self.problems.len() == before;
 
         let target = match (valid, &name, url, &key_prefix) {
             (true, Some(name), Some(url), Some(key_prefix)) => Some(Target {
@@ -1354,6 +1332,39 @@ impl Checker<'_> {
             name,
             key_prefix,
             target,
+        }
+    }
+
+    /// The key prefix with `{instance}` and `{target}` substituted.
+    fn key_prefix(
+        &mut self,
+        at: &str,
+        template: Option<(&str, &Value)>,
+        instance: &str,
+        name: &str,
+    ) -> Option<String> {
+        let substitute = |template: &str| {
+            template
+                .replace("{instance}", instance)
+                .replace("{target}", name)
+        };
+        // The default is always valid: instance and name have been checked.
+        let Some((template, value)) = template else {
+            return Some(substitute(DEFAULT_KEY_PREFIX));
+        };
+        let prefix = substitute(template);
+        if prefix.is_empty() {
+            self.report(at, value, "must not be empty: every key carries the prefix");
+            None
+        } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.report(
+                at,
+                value,
+                "must not contain whitespace or control characters",
+            );
+            None
+        } else {
+            Some(prefix)
         }
     }
 
@@ -1395,24 +1406,26 @@ impl Checker<'_> {
                 message,
             ));
         }
-        if let Some(tls) = &settings.tls {
-            let touched = own
-                || layer
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| t.cert_file.is_some() || t.key_file.is_some());
-            if touched && tls.cert_file.is_some() != tls.key_file.is_some() {
-                let (key, file) = match (&tls.cert_file, &tls.key_file) {
-                    (Some(file), _) => ("cert_file", file),
-                    (_, Some(file)) => ("key_file", file),
-                    _ => unreachable!("exactly one of them is set"),
-                };
-                self.problems.push(ConfigProblem::new(
-                    format!("{path}.tls.{key}"),
-                    quote(&file.display().to_string()),
-                    "cert_file and key_file must be given together",
-                ));
-            }
+        let touched_client_certificate = own
+            || layer
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.cert_file.is_some() || tls.key_file.is_some());
+        let half_a_certificate =
+            settings
+                .tls
+                .as_ref()
+                .and_then(|tls| match (&tls.cert_file, &tls.key_file) {
+                    (Some(file), None) => Some(("cert_file", file)),
+                    (None, Some(file)) => Some(("key_file", file)),
+                    _ => None,
+                });
+        if touched_client_certificate && let Some((key, file)) = half_a_certificate {
+            self.problems.push(ConfigProblem::new(
+                format!("{path}.tls.{key}"),
+                quote(&file.display().to_string()),
+                "cert_file and key_file must be given together",
+            ));
         }
     }
 
@@ -2643,6 +2656,63 @@ mod tests {
             missing.resolve().expect_err("unset").kind(),
             std::io::ErrorKind::NotFound
         );
+    }
+
+    /// Collects the text of every event, to check what is logged.
+    #[derive(Default)]
+    struct Events(std::sync::Mutex<Vec<String>>);
+
+    impl tracing::Subscriber for Events {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Text(String);
+            impl tracing::field::Visit for Text {
+                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+            let mut text = Text(format!("{} ", event.metadata().level()));
+            event.record(&mut text);
+            self.0.lock().expect("not poisoned").push(text.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn ignored_variables_are_warned_about_once_by_name_only() {
+        let events = std::sync::Arc::new(Events::default());
+        let config = tracing::subscriber::with_default(events.clone(), || {
+            load_toml(
+                ONE_TARGET,
+                &[
+                    ("REDIS_CANARY_PORT", "tcp://10.9.8.7:9736"),
+                    ("REDIS_CANARY_SERVICE_HOST", "10.9.8.7"),
+                    ("REDIS_CANARY_LISTEN", "127.0.0.1:0"),
+                ],
+            )
+        })
+        .expect("valid");
+        assert_eq!(
+            config.ignored_env,
+            ["REDIS_CANARY_PORT", "REDIS_CANARY_SERVICE_HOST"]
+        );
+        let events = events.0.lock().expect("not poisoned");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].starts_with("WARN "), "{}", events[0]);
+        assert!(
+            events[0].contains("REDIS_CANARY_PORT, REDIS_CANARY_SERVICE_HOST"),
+            "{}",
+            events[0]
+        );
+        assert!(!events[0].contains("10.9.8.7"), "{}", events[0]);
     }
 
     #[test]

@@ -48,7 +48,10 @@ impl Endpoint {
             host: url.host.clone(),
             port: url.port,
             db: url.db,
-            username: url.username.clone().or_else(|| username.map(str::to_string)),
+            username: url
+                .username
+                .clone()
+                .or_else(|| username.map(str::to_string)),
             url_password: url.password.clone(),
             password: password.clone(),
             tls,
@@ -112,7 +115,10 @@ impl ConnError {
     /// Whether the command may have reached the server even though no reply came back:
     /// a write that ends like this has an unknown outcome.
     pub fn may_have_applied(&self) -> bool {
-        matches!(self, ConnError::Timeout | ConnError::Io(_) | ConnError::Protocol(_))
+        matches!(
+            self,
+            ConnError::Timeout | ConnError::Io(_) | ConnError::Protocol(_)
+        )
     }
 }
 
@@ -130,7 +136,9 @@ pub struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("backend", &self.backend).finish()
+        f.debug_struct("Conn")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -152,11 +160,7 @@ impl Conn {
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
         tcp.set_nodelay(true)?;
         let io: Box<dyn Stream> = match &ep.tls {
-            Some(tls) => Box::new(
-                tls.connector
-                    .connect(tls.server_name.clone(), tcp)
-                    .await?,
-            ),
+            Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
             None => Box::new(tcp),
         };
         let mut conn = Conn {
@@ -216,8 +220,9 @@ impl Conn {
                 ("AUTH", _) => return Err(ConnError::Unexpected("AUTH")),
                 ("SELECT", _) => return Err(ConnError::Unexpected("SELECT")),
                 // A server that wants a password we do not have says so on the first command.
-                (_, Reply::Error(msg)) if classify_server_error(&msg) == ResultKind::Auth
-                    && !msg.starts_with("NOPERM") =>
+                (_, Reply::Error(msg))
+                    if classify_server_error(&msg) == ResultKind::Auth
+                        && !msg.starts_with("NOPERM") =>
                 {
                     return Err(ConnError::Server(msg));
                 }

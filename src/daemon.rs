@@ -118,7 +118,10 @@ pub async fn run(
         // Spread tick phases across targets, and the reader half a period after the writer,
         // so hundreds of targets do not fire in one burst.
         let write_phase = period * i as f64 / n;
-        for (op, phase) in [(Op::Write, write_phase), (Op::Read, write_phase + period / 2.0)] {
+        for (op, phase) in [
+            (Op::Write, write_phase),
+            (Op::Read, write_phase + period / 2.0),
+        ] {
             let (t, sd) = (t.clone(), shutdown.clone());
             let alive = AliveGuard::new(&state);
             loops.push(tokio::spawn(async move {
@@ -138,10 +141,11 @@ pub async fn run(
                 }
                 for t in &targets {
                     let now = t.clock.now_us();
-                    t.backends
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .expire(now, t.settings.backend_ttl.as_micros() as u64, &t.metrics);
+                    t.backends.lock().unwrap_or_else(|p| p.into_inner()).expire(
+                        now,
+                        t.settings.backend_ttl.as_micros() as u64,
+                        &t.metrics,
+                    );
                 }
             }
         })

@@ -158,7 +158,10 @@ mod tests {
         let started = e.failure(Op::Write, 1000 * MS, 1500 * MS, ResultKind::Timeout);
         assert_eq!(started.map(|s| s.start_us), Some(1000 * MS));
         assert!(e.is_open());
-        assert!(e.failure(Op::Write, 1600 * MS, 2100 * MS, ResultKind::Timeout).is_none());
+        assert!(
+            e.failure(Op::Write, 1600 * MS, 2100 * MS, ResultKind::Timeout)
+                .is_none()
+        );
         let ended = e.success(Op::Write, 4000 * MS, 4001 * MS).expect("ends");
         assert_eq!(ended.duration_secs(), 3.001);
         assert_eq!(
@@ -196,7 +199,9 @@ mod tests {
         let mut e = Episodes::default();
         e.failure(Op::Write, 0, 10, ResultKind::Reset);
         e.success(Op::Write, 20, 30);
-        let s = e.failure(Op::Write, 15, 35, ResultKind::Reset).expect("new episode");
+        let s = e
+            .failure(Op::Write, 15, 35, ResultKind::Reset)
+            .expect("new episode");
         assert_eq!(s.start_us, 30);
     }
 

@@ -74,7 +74,10 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("{alive} of {} scheduling loops alive\n", state.loops_expected),
+                    &format!(
+                        "{alive} of {} scheduling loops alive\n",
+                        state.loops_expected
+                    ),
                 )
             }
         }

@@ -127,7 +127,10 @@ impl Ledger {
 
     /// The write was acknowledged (`+OK`) at `acked_us`.
     pub fn write_acked(&mut self, ticket: WriteTicket, acked_us: u64) {
-        let first_ack = !self.slot(ticket.key_index).iter().any(|r| r.state == State::Acked);
+        let first_ack = !self
+            .slot(ticket.key_index)
+            .iter()
+            .any(|r| r.state == State::Acked);
         if let Some(r) = self.record_mut(ticket) {
             r.state = State::Acked;
             r.acked_us = acked_us;
@@ -303,7 +306,10 @@ mod tests {
     fn an_older_value_within_stale_grace_is_lagging() {
         let l = two_writes();
         // seq 2 was acked 0.5 s before the read: replication may not have caught up.
-        assert_eq!(l.verdict(0, 20 * S + S / 2, Some(&value(1, 0))), Verdict::Lagging);
+        assert_eq!(
+            l.verdict(0, 20 * S + S / 2, Some(&value(1, 0))),
+            Verdict::Lagging
+        );
     }
 
     #[test]

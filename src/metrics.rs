@@ -301,13 +301,16 @@ impl Metrics {
         let op = |op: Op| {
             let ol = OpLabels { target: t(), op };
             OpMetrics {
-                outcomes: Outcome::ALL.iter().map(|&outcome| {
-                    self.operations.get_or_create_owned(&OutcomeLabels {
-                        target: t(),
-                        op,
-                        outcome,
+                outcomes: Outcome::ALL
+                    .iter()
+                    .map(|&outcome| {
+                        self.operations.get_or_create_owned(&OutcomeLabels {
+                            target: t(),
+                            op,
+                            outcome,
+                        })
                     })
-                }).collect(),
+                    .collect(),
                 attempts: ResultKind::ALL
                     .iter()
                     .map(|&result| {
@@ -522,9 +525,19 @@ mod tests {
         t.op(Op::Read).attempt(ResultKind::Timeout).inc_by(2);
         t.kind(Kind::Pool).connect(ResultKind::Refused).inc();
         let text = m.encode_openmetrics();
-        assert!(text.contains(r#"redis_canary_operations_total{target="a",op="read",outcome="recovered"} 1"#));
-        assert!(text.contains(r#"redis_canary_attempts_total{target="a",op="read",result="timeout"} 2"#));
-        assert!(text.contains(r#"redis_canary_connects_total{target="a",kind="pool",result="refused"} 1"#));
+        assert!(text.contains(
+            r#"redis_canary_operations_total{target="a",op="read",outcome="recovered"} 1"#
+        ));
+        assert!(
+            text.contains(
+                r#"redis_canary_attempts_total{target="a",op="read",result="timeout"} 2"#
+            )
+        );
+        assert!(
+            text.contains(
+                r#"redis_canary_connects_total{target="a",kind="pool",result="refused"} 1"#
+            )
+        );
     }
 
     #[test]

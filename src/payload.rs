@@ -143,7 +143,10 @@ mod tests {
         for i in 0..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0x01;
-            assert!(Payload::decode(&bad).is_err(), "byte {i} flipped undetected");
+            assert!(
+                Payload::decode(&bad).is_err(),
+                "byte {i} flipped undetected"
+            );
         }
     }
 

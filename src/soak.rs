@@ -61,7 +61,11 @@ fn judge(stats: &Stats) -> Vec<Judgement> {
             f + o.outcomes[Outcome::Failed as usize],
         )
     });
-    let availability = if total == 0 { 0.0 } else { good as f64 / total as f64 };
+    let availability = if total == 0 {
+        0.0
+    } else {
+        good as f64 / total as f64
+    };
     let longest = stats
         .episodes
         .iter()
@@ -88,11 +92,27 @@ fn judge(stats: &Stats) -> Vec<Judgement> {
             // No operation at all is not availability.
             pass: total > 0 && availability >= slo.min_availability,
         },
-        at_most("max_failed_operations", slo.max_failed_operations as f64, failed as f64),
+        at_most(
+            "max_failed_operations",
+            slo.max_failed_operations as f64,
+            failed as f64,
+        ),
         at_most("max_disruption", slo.max_disruption.as_secs_f64(), longest),
-        at_most("max_stale_reads", slo.max_stale_reads as f64, reads(Verdict::Stale)),
-        at_most("max_missing_reads", slo.max_missing_reads as f64, reads(Verdict::Missing)),
-        at_most("max_corrupt_reads", slo.max_corrupt_reads as f64, reads(Verdict::Corrupt)),
+        at_most(
+            "max_stale_reads",
+            slo.max_stale_reads as f64,
+            reads(Verdict::Stale),
+        ),
+        at_most(
+            "max_missing_reads",
+            slo.max_missing_reads as f64,
+            reads(Verdict::Missing),
+        ),
+        at_most(
+            "max_corrupt_reads",
+            slo.max_corrupt_reads as f64,
+            reads(Verdict::Corrupt),
+        ),
         at_most("p99_operation", slo.p99_operation.as_secs_f64(), p99),
     ]
 }
@@ -205,7 +225,12 @@ fn verdicts_json(v: &BTreeMap<Verdict, u64>) -> Value {
     Value::Object(
         Verdict::ALL
             .iter()
-            .map(|k| (k.as_str().to_string(), json!(v.get(k).copied().unwrap_or(0))))
+            .map(|k| {
+                (
+                    k.as_str().to_string(),
+                    json!(v.get(k).copied().unwrap_or(0)),
+                )
+            })
             .collect(),
     )
 }
@@ -218,11 +243,24 @@ fn write_summary(out: &mut String, name: &str, s: &Stats, judgements: &[Judgemen
             format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0)
         }
     };
-    let _ = writeln!(out, "\n== target {name}: {} ==", if pass { "PASS" } else { "FAIL" });
+    let _ = writeln!(
+        out,
+        "\n== target {name}: {} ==",
+        if pass { "PASS" } else { "FAIL" }
+    );
     let _ = writeln!(
         out,
         "{:<6} {:>9} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9}",
-        "op", "avail", "ok", "recovered", "failed", "skipped", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        "op",
+        "avail",
+        "ok",
+        "recovered",
+        "failed",
+        "skipped",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms"
     );
     for op in OPS {
         let o = &s.ops[op.index()];
@@ -259,15 +297,27 @@ fn write_summary(out: &mut String, name: &str, s: &Stats, judgements: &[Judgemen
     let _ = writeln!(
         out,
         "failed attempts: {}",
-        if failed_attempts.is_empty() { "none".into() } else { failed_attempts.join(" ") }
+        if failed_attempts.is_empty() {
+            "none".into()
+        } else {
+            failed_attempts.join(" ")
+        }
     );
-    let verdicts: Vec<String> = s.reads.iter().map(|(v, n)| format!("{}={n}", v.as_str())).collect();
+    let verdicts: Vec<String> = s
+        .reads
+        .iter()
+        .map(|(v, n)| format!("{}={n}", v.as_str()))
+        .collect();
     let _ = writeln!(out, "reads: {}", verdicts.join(" "));
     let _ = writeln!(
         out,
         "disruption episodes: {}{}",
         s.episodes.len(),
-        if s.episodes_dropped > 0 { format!(" (+{} not kept)", s.episodes_dropped) } else { String::new() }
+        if s.episodes_dropped > 0 {
+            format!(" (+{} not kept)", s.episodes_dropped)
+        } else {
+            String::new()
+        }
     );
     for e in &s.episodes {
         let results: Vec<String> = e.results.iter().map(|(r, n)| format!("{r}={n}")).collect();
@@ -280,7 +330,11 @@ fn write_summary(out: &mut String, name: &str, s: &Stats, judgements: &[Judgemen
             results.join(" ")
         );
     }
-    let _ = writeln!(out, "{:<22} {:>12} {:>12}  result", "slo", "threshold", "measured");
+    let _ = writeln!(
+        out,
+        "{:<22} {:>12} {:>12}  result",
+        "slo", "threshold", "measured"
+    );
     for j in judgements {
         let _ = writeln!(
             out,

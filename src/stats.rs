@@ -106,9 +106,12 @@ impl Stats {
 
     pub fn verdict(&mut self, verdict: Verdict, backend: Option<&Identity>) {
         *self.reads.entry(verdict).or_default() += 1;
-        let key = backend.map_or("unknown", |b| {
-            if b.is_known() { &b.run_id } else { &b.addr }
-        });
+        let key = backend.map_or(
+            "unknown",
+            |b| {
+                if b.is_known() { &b.run_id } else { &b.addr }
+            },
+        );
         // Bounded: run_ids are validated and backends per target are few.
         if self.reads_by_backend.len() < 64 || self.reads_by_backend.contains_key(key) {
             *self

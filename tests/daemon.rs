@@ -34,7 +34,11 @@ fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
     assert_eq!(m.sum(OPS, &[t("a"), ("outcome", "failed")]), 0.0);
     assert_eq!(m.sum("redis_canary_retries_total", &[t("a")]), 0.0);
     for verdict in ["lagging", "stale", "missing", "corrupt"] {
-        assert_eq!(m.sum(READS, &[t("a"), ("verdict", verdict)]), 0.0, "{verdict}");
+        assert_eq!(
+            m.sum(READS, &[t("a"), ("verdict", verdict)]),
+            0.0,
+            "{verdict}"
+        );
     }
     assert_eq!(
         m.sum(ATTEMPTS, &[t("a")]),
@@ -61,7 +65,11 @@ fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
     assert_eq!(backends[0]["addr"], format!("127.0.0.1:{}", redis.port));
     // The values really are in Redis, under the target's prefix, with a TTL.
     let mut c = redis.client();
-    let ttl: i64 = c.call(&["PTTL", "redis-canary:test:a:0"]).unwrap().parse().unwrap();
+    let ttl: i64 = c
+        .call(&["PTTL", "redis-canary:test:a:0"])
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ttl > 3_500_000 && ttl <= 3_600_000, "PTTL {ttl}");
     let name = c.call(&["CLIENT", "LIST"]).unwrap();
     assert!(name.contains("name=redis-canary/test/a"), "{name}");
@@ -72,7 +80,10 @@ fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() 
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
     wait_until("some successful writes", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) >= 10.0
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
+            >= 10.0
     });
     let killed = Instant::now();
     redis.kill();
@@ -101,9 +112,17 @@ fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() 
     assert!(m.sum(CONNECTS, &[t("a"), ("result", "refused")]) > 0.0);
     // The server restarted empty: reads of keys written before are data loss.
     wait_until("missing reads to show", Duration::from_secs(10), || {
-        canary.metrics().sum(READS, &[t("a"), ("verdict", "missing")]) > 0.0
+        canary
+            .metrics()
+            .sum(READS, &[t("a"), ("verdict", "missing")])
+            > 0.0
     });
-    assert!(canary.metrics().sum("redis_canary_backend_restarts_total", &[t("a")]) >= 1.0);
+    assert!(
+        canary
+            .metrics()
+            .sum("redis_canary_backend_restarts_total", &[t("a")])
+            >= 1.0
+    );
 }
 
 #[test]
@@ -111,7 +130,10 @@ fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
     wait_until("some successful reads", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("op", "read"), ("outcome", "ok")]) >= 10.0
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "read"), ("outcome", "ok")])
+            >= 10.0
     });
     let stalled = Instant::now();
     redis.pause();
@@ -152,11 +174,15 @@ fn a_wrong_password_is_an_auth_failure_until_the_file_is_fixed_without_a_restart
         m.sum(CONNECTS, &[t("a"), ("result", "auth")]) > 0.0 && m.sum(DISRUPTED, &[t("a")]) == 1.0
     });
     std::fs::write(&pw_file, "s3cret-right\n").unwrap();
-    wait_until("recovery with the fixed password", Duration::from_secs(15), || {
-        let m = canary.metrics();
-        m.sum(DISRUPTED, &[t("a")]) == 0.0
-            && m.sum(READS, &[t("a"), ("verdict", "fresh")]) > 5.0
-    });
+    wait_until(
+        "recovery with the fixed password",
+        Duration::from_secs(15),
+        || {
+            let m = canary.metrics();
+            m.sum(DISRUPTED, &[t("a")]) == 0.0
+                && m.sum(READS, &[t("a"), ("verdict", "fresh")]) > 5.0
+        },
+    );
     let m = canary.metrics();
     assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
     assert!(m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) > 0.0);
@@ -175,19 +201,32 @@ fn writes_to_a_replica_are_readonly_while_its_reads_succeed() {
         &replica.url(),
         r#"retry = { max_retries = 1, base = "10ms", max = "50ms" }"#,
     ));
-    wait_until("failed writes and good reads", Duration::from_secs(15), || {
-        let m = canary.metrics();
-        m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "failed")]) >= 3.0
-            && m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "ok")]) >= 10.0
-    });
+    wait_until(
+        "failed writes and good reads",
+        Duration::from_secs(15),
+        || {
+            let m = canary.metrics();
+            m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "failed")]) >= 3.0
+                && m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "ok")]) >= 10.0
+        },
+    );
     let m = canary.metrics();
     let write_attempts = m.sum(ATTEMPTS, &[t("replica"), ("op", "write")]);
     assert_eq!(
         write_attempts,
-        m.sum(ATTEMPTS, &[t("replica"), ("op", "write"), ("result", "readonly")])
+        m.sum(
+            ATTEMPTS,
+            &[t("replica"), ("op", "write"), ("result", "readonly")]
+        )
     );
-    assert_eq!(m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "ok")]), 0.0);
-    assert_eq!(m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "failed")]), 0.0);
+    assert_eq!(
+        m.sum(OPS, &[t("replica"), ("op", "write"), ("outcome", "ok")]),
+        0.0
+    );
+    assert_eq!(
+        m.sum(OPS, &[t("replica"), ("op", "read"), ("outcome", "failed")]),
+        0.0
+    );
     // READONLY drops the connection, so retries reconnect: more connects than slots.
     assert!(m.sum(CONNECTS, &[t("replica"), ("result", "ok")]) > 4.0);
     let roles = m.labels("redis_canary_backend_info", &[t("replica")]);
@@ -199,20 +238,38 @@ fn out_of_memory_is_final_and_never_retried() {
     let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
     wait_until("some successful writes", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")]) >= 5.0
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
+            >= 5.0
     });
-    redis.client().call(&["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    redis
+        .client()
+        .call(&["CONFIG", "SET", "maxmemory", "1"])
+        .unwrap();
     wait_until("OOM failures", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")]) >= 5.0
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")])
+            >= 5.0
     });
     let m = canary.metrics();
     let failed = m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")]);
     let oom = m.sum(ATTEMPTS, &[t("a"), ("op", "write"), ("result", "oom")]);
     // One attempt per failed operation: oom is the server's final word.
-    assert!(oom >= failed && oom <= failed + 2.0, "oom {oom} failed {failed}");
-    assert_eq!(m.sum("redis_canary_retries_total", &[t("a"), ("op", "write")]), 0.0);
+    assert!(
+        oom >= failed && oom <= failed + 2.0,
+        "oom {oom} failed {failed}"
+    );
+    assert_eq!(
+        m.sum("redis_canary_retries_total", &[t("a"), ("op", "write")]),
+        0.0
+    );
     // Reads are not writes: they keep working against a full server.
-    assert_eq!(m.sum(OPS, &[t("a"), ("op", "read"), ("outcome", "failed")]), 0.0);
+    assert_eq!(
+        m.sum(OPS, &[t("a"), ("op", "read"), ("outcome", "failed")]),
+        0.0
+    );
 }
 
 #[test]
@@ -234,7 +291,10 @@ fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
     assert_eq!(canary.get("/healthz").0, 200);
     let (status, page) = canary.get("/");
     assert_eq!(status, 200);
-    assert!(page.contains("DISRUPTED") && page.contains("refused"), "{page}");
+    assert!(
+        page.contains("DISRUPTED") && page.contains("refused"),
+        "{page}"
+    );
     let (status, _) = canary.terminate(Duration::from_secs(6));
     assert!(status.success());
 }
@@ -248,7 +308,10 @@ fn metrics_answer_and_sigterm_exits_quickly_while_the_target_hangs() {
     });
     redis.pause();
     wait_until("timeouts while hanging", Duration::from_secs(5), || {
-        canary.metrics().sum(ATTEMPTS, &[t("a"), ("result", "timeout")]) > 0.0
+        canary
+            .metrics()
+            .sum(ATTEMPTS, &[t("a"), ("result", "timeout")])
+            > 0.0
     });
     let scraped = Instant::now();
     let m = canary.metrics();
@@ -286,9 +349,11 @@ fn passwords_never_appear_in_logs_metrics_status_or_check_config() {
     let url = format!("redis://:hunter2-url-pw@127.0.0.1:{}", redis.port);
     let config = one_target_config("a", &url, "");
     let canary = Canary::start(&config);
-    wait_until("fresh reads with the URL password", Duration::from_secs(10), || {
-        canary.metrics().sum(READS, &[t("a"), ("verdict", "fresh")]) >= 5.0
-    });
+    wait_until(
+        "fresh reads with the URL password",
+        Duration::from_secs(10),
+        || canary.metrics().sum(READS, &[t("a"), ("verdict", "fresh")]) >= 5.0,
+    );
     let (_, page) = canary.get("/");
     let m = canary.metrics();
     let check = std::process::Command::new(canary_bin())
@@ -302,4 +367,97 @@ fn passwords_never_appear_in_logs_metrics_status_or_check_config() {
     for text in [&m.text, &page, &canary.log(), &check] {
         assert!(!text.contains("hunter2"), "a password leaked:\n{text}");
     }
+}
+
+#[test]
+fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_it() {
+    let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let mut c = redis.client();
+    // A dataset that takes a while to load: 50k keys at 20 µs each, a few seconds of LOADING.
+    c.call(&["DEBUG", "POPULATE", "50000", "filler", "32"])
+        .unwrap();
+    c.call(&["CONFIG", "SET", "key-load-delay", "20"]).unwrap();
+    // Answer other clients (with -LOADING) every few keys, not every 2 MB.
+    c.call(&[
+        "CONFIG",
+        "SET",
+        "loading-process-events-interval-bytes",
+        "1024",
+    ])
+    .unwrap();
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
+            >= 5.0
+    });
+    // DEBUG RELOAD saves, then loads the snapshot again; its own client waits meanwhile.
+    let reload = std::thread::spawn(move || c.call(&["DEBUG", "RELOAD"]));
+    wait_until("LOADING replies", Duration::from_secs(10), || {
+        canary
+            .metrics()
+            .sum(ATTEMPTS, &[t("a"), ("result", "loading")])
+            > 0.0
+    });
+    // Its reply may outlast the helper client's read timeout; the metrics tell the rest.
+    let _ = reload.join();
+    wait_until("the episode to end", Duration::from_secs(15), || {
+        let m = canary.metrics();
+        m.sum(EPISODE_COUNT, &[t("a")]) == 1.0 && m.sum(DISRUPTED, &[t("a")]) == 0.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
+    assert!(m.sum(OPS, &[t("a"), ("outcome", "recovered")]) > 0.0);
+    // The snapshot held every acknowledged write: nothing lost, nothing stale.
+    for verdict in ["stale", "missing", "corrupt"] {
+        assert_eq!(
+            m.sum(READS, &[t("a"), ("verdict", verdict)]),
+            0.0,
+            "{verdict}"
+        );
+    }
+}
+
+#[test]
+fn episodes_are_logged_once_when_they_start_and_once_when_they_end_as_json() {
+    let mut redis = RedisServer::start(&[]);
+    let canary = Canary::start_with(
+        &one_target_config("a", &redis.url(), ""),
+        &["--log-format", "json"],
+        &[],
+    );
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary.metrics().sum(OPS, &[t("a"), ("outcome", "ok")]) >= 5.0
+    });
+    redis.pause();
+    // The fault: one second of SIGSTOP.
+    std::thread::sleep(Duration::from_secs(1));
+    redis.resume();
+    wait_until("the episode to end", Duration::from_secs(10), || {
+        canary.metrics().sum(EPISODE_COUNT, &[t("a")]) == 1.0
+    });
+    let log = canary.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let with_message = |m: &str| {
+        lines
+            .iter()
+            .filter(|l| l["message"] == m)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with_message("disruption started").len(), 1, "{log}");
+    let ended = with_message("disruption ended");
+    assert_eq!(ended.len(), 1, "{log}");
+    assert_eq!(ended[0]["target_name"], "a");
+    let secs: f64 = ended[0]["duration_seconds"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs > 0.5 && secs < 3.0, "{secs}");
+    assert!(ended[0]["results"].as_str().unwrap().contains("timeout="));
 }

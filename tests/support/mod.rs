@@ -85,21 +85,25 @@ impl RedisServer {
         self.stopped = false;
         let password = self.password();
         let port = self.port;
-        wait_until("redis-server to answer PING", Duration::from_secs(10), || {
-            let mut args = vec![];
-            if let Some(pw) = &password {
-                args = vec!["AUTH", pw.as_str()];
-            }
-            match Client::connect(port) {
-                Ok(mut c) => {
-                    if !args.is_empty() && c.call(&args).is_err() {
-                        return false;
-                    }
-                    matches!(c.call(&["PING"]), Ok(r) if r == "PONG")
+        wait_until(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let mut args = vec![];
+                if let Some(pw) = &password {
+                    args = vec!["AUTH", pw.as_str()];
                 }
-                Err(_) => false,
-            }
-        });
+                match Client::connect(port) {
+                    Ok(mut c) => {
+                        if !args.is_empty() && c.call(&args).is_err() {
+                            return false;
+                        }
+                        matches!(c.call(&["PING"]), Ok(r) if r == "PONG")
+                    }
+                    Err(_) => false,
+                }
+            },
+        );
     }
 
     fn password(&self) -> Option<String> {
@@ -205,7 +209,9 @@ impl Client {
 
     fn read(&mut self) -> Result<String, String> {
         let mut line = String::new();
-        self.reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        self.reader
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         let line = line.trim_end();
         let (tag, rest) = line.split_at(1.min(line.len()));
         match tag {
@@ -217,7 +223,9 @@ impl Client {
                     return Ok("(nil)".into());
                 }
                 let mut buf = vec![0; n as usize + 2];
-                self.reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                self.reader
+                    .read_exact(&mut buf)
+                    .map_err(|e| e.to_string())?;
                 buf.truncate(n as usize);
                 Ok(String::from_utf8_lossy(&buf).into_owned())
             }
@@ -304,7 +312,9 @@ impl Canary {
     }
 
     fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns status and time taken.
@@ -339,7 +349,9 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Result<(u16, Str
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"
@@ -353,7 +365,10 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Result<(u16, Str
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("no status")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -369,7 +384,7 @@ fn dechunk(mut body: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        body = &rest[n..].trim_start_matches("\r\n");
+        body = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
@@ -428,7 +443,10 @@ impl Scrape {
         self.series
             .iter()
             .filter(move |(n, l, _)| {
-                n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, l, v)| (l, *v))
     }
@@ -439,7 +457,10 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     let mut rest = s;
     while let Some((k, after)) = rest.split_once("=\"") {
         let Some(end) = after.find('"') else { break };
-        out.insert(k.trim_start_matches(',').to_string(), after[..end].to_string());
+        out.insert(
+            k.trim_start_matches(',').to_string(),
+            after[..end].to_string(),
+        );
         rest = &after[end + 1..];
     }
     out
