@@ -520,13 +520,9 @@ fn load_layers(
         figment = figment.merge(Toml::string(text));
     }
 
+    // Ignored variables are returned in `Config::ignored_env`; main logs them once,
+    // after logging is set up.
     let env = EnvLayers::split(env);
-    if !env.ignored.is_empty() {
-        tracing::warn!(
-            variables = %env.ignored.join(", "),
-            "ignoring unknown REDIS_CANARY_* environment variables"
-        );
-    }
     for layer in env.layers {
         figment = figment.merge(layer);
     }
