@@ -14,14 +14,17 @@ use crate::clock::Clock;
 use crate::config::{Rate, Settings, Target};
 use crate::conn::{Conn, ConnError, Endpoint};
 use crate::episode::Episodes;
-use crate::ledger::{Ledger, Verdict, WriteTicket};
-use crate::metrics::{Metrics, TargetMetrics};
+use crate::ledger::{Acked, Ledger, Verdict, WriteTicket};
+use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
 use crate::op::{Kind, Op, Outcome};
 use crate::payload::{Payload, owner_hash};
 use crate::resp::Reply;
 use crate::retry;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+
+/// How often a write is followed on the direct nodes (DESIGN §2.6).
+const NODE_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most bytes of a server's error text kept for the status page.
 const MAX_ERROR_TEXT: usize = 200;
@@ -42,6 +45,13 @@ pub struct TargetState {
     pub url_display: String,
     pub settings: Settings,
     pub endpoint: Endpoint,
+    /// Direct nodes whose replication is followed (DESIGN §2.6).
+    pub nodes: Vec<Endpoint>,
+    /// The write the node followers should follow next, published at its acknowledgement
+    /// so the delay is measured from the ack, not from when a follower looked.
+    follow: tokio::sync::watch::Sender<Option<Acked>>,
+    /// When (µs) the next write is to be followed: one a second.
+    follow_due_us: AtomicU64,
     pub metrics: TargetMetrics,
     pub clock: Clock,
     key_prefix: Vec<u8>,
@@ -66,6 +76,7 @@ impl TargetState {
         clock: Clock,
         metrics: &Metrics,
         endpoint: Endpoint,
+        nodes: Vec<Endpoint>,
         with_stats: bool,
     ) -> TargetState {
         let s = &target.settings;
@@ -79,6 +90,9 @@ impl TargetState {
             url_display: target.url.to_string(),
             settings: s.clone(),
             endpoint,
+            nodes,
+            follow: tokio::sync::watch::channel(None).0,
+            follow_due_us: AtomicU64::new(0),
             metrics: tm,
             clock,
             key_prefix: target.key_prefix.as_bytes().to_vec(),
@@ -314,26 +328,11 @@ impl TargetState {
                 }
             }
             let conn = slot.conn.as_mut().expect("connected above");
-            let sent = Instant::now();
-            let reply = conn.call(args, self.settings.response_timeout).await;
-            let observed = Instant::now();
-            m.attempt_duration
-                .observe(observed.duration_since(sent).as_secs_f64());
-            let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
-            let reply = match reply {
-                Ok(r) if accept(&r) => Ok(r),
-                Ok(_) => Err(ConnError::Unexpected("command")),
-                Err(e) => Err(e),
-            };
-            match reply {
+            let a = self.attempt(conn, op, args, accept).await;
+            match a.reply {
                 Ok(reply) => {
-                    m.attempt(ResultKind::Ok).inc();
                     let backend = conn.backend.clone();
                     pool.put(slot, permit);
-                    self.try_succeeded(op, sent_us, observed_us);
-                    self.with_stats(|s| {
-                        s.attempt(op, ResultKind::Ok, observed.duration_since(sent))
-                    });
                     return Some(Finished {
                         outcome: if n == 0 {
                             Outcome::Ok
@@ -341,8 +340,8 @@ impl TargetState {
                             Outcome::Recovered
                         },
                         reply: Some(reply),
-                        sent_us,
-                        observed_us,
+                        sent_us: a.sent_us,
+                        observed_us: a.observed_us,
                         backend: Some(backend),
                         may_have_applied,
                         last: ResultKind::Ok,
@@ -350,7 +349,6 @@ impl TargetState {
                 }
                 Err(e) => {
                     last = e.result();
-                    m.attempt(last).inc();
                     may_have_applied |= e.may_have_applied();
                     if last.drops_connection() || e.may_have_applied() {
                         if e.is_peer_close() {
@@ -359,8 +357,6 @@ impl TargetState {
                         slot.conn = None;
                     }
                     pool.put(slot, permit);
-                    self.try_failed(op, sent_us, observed_us, last, &e);
-                    self.with_stats(|s| s.attempt(op, last, observed.duration_since(sent)));
                     if !last.is_retryable() {
                         break;
                     }
@@ -381,6 +377,43 @@ impl TargetState {
         })
     }
 
+    /// One attempt on an open connection: send, wait for the reply under the response
+    /// timeout, classify, and record it in the metrics, the episodes and the soak stats.
+    async fn attempt(
+        &self,
+        conn: &mut Conn,
+        op: Op,
+        args: &[&[u8]],
+        accept: fn(&Reply) -> bool,
+    ) -> Attempt {
+        let m = self.metrics.op(op);
+        let sent = Instant::now();
+        let reply = conn.call(args, self.settings.response_timeout).await;
+        let observed = Instant::now();
+        let took = observed.duration_since(sent);
+        m.attempt_duration.observe(took.as_secs_f64());
+        let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
+        let reply = match reply {
+            Ok(r) if accept(&r) => Ok(r),
+            Ok(_) => Err(ConnError::Unexpected("command")),
+            Err(e) => Err(e),
+        };
+        let result = reply
+            .as_ref()
+            .map_or_else(ConnError::result, |_| ResultKind::Ok);
+        m.attempt(result).inc();
+        match &reply {
+            Ok(_) => self.try_succeeded(op, sent_us, observed_us),
+            Err(e) => self.try_failed(op, sent_us, observed_us, result, e),
+        }
+        self.with_stats(|s| s.attempt(op, result, took));
+        Attempt {
+            reply,
+            sent_us,
+            observed_us,
+        }
+    }
+
     /// Waits out the backoff before retry `n + 1`; false if shutdown came first.
     async fn backoff(&self, n: u32, shutdown: &mut Shutdown) -> bool {
         if n >= self.settings.retry.max_retries {
@@ -394,12 +427,12 @@ impl TargetState {
     }
 
     /// Records the end of an operation scheduled at `scheduled`.
-    fn finish(&self, op: Op, scheduled: Instant, f: &Finished) {
+    fn finish(&self, op: Op, scheduled: Instant, outcome: Outcome) {
         let m = self.metrics.op(op);
-        m.outcome(f.outcome).inc();
+        m.outcome(outcome).inc();
         let took = Instant::now().saturating_duration_since(scheduled);
         m.operation_duration.observe(took.as_secs_f64());
-        self.with_stats(|s| s.operation(op, f.outcome, took));
+        self.with_stats(|s| s.operation(op, outcome, took));
     }
 
     /// One write: the next sequence number to its key, `SET key value PX ttl`.
@@ -424,7 +457,7 @@ impl TargetState {
             return;
         };
         self.record_write(ticket, &f);
-        self.finish(Op::Write, scheduled, &f);
+        self.finish(Op::Write, scheduled, f.outcome);
     }
 
     fn record_write(&self, ticket: WriteTicket, f: &Finished) {
@@ -433,6 +466,27 @@ impl TargetState {
             Outcome::Ok | Outcome::Recovered => ledger.write_acked(ticket, f.observed_us),
             Outcome::Failed if f.may_have_applied => ledger.write_unknown(ticket),
             Outcome::Failed => ledger.write_rejected(ticket),
+        }
+        drop(ledger);
+        let due = self.follow_due_us.load(Ordering::Relaxed);
+        if f.outcome != Outcome::Failed
+            && !self.nodes.is_empty()
+            && f.observed_us >= due
+            && self
+                .follow_due_us
+                .compare_exchange(
+                    due,
+                    f.observed_us + NODE_FOLLOW_INTERVAL.as_micros() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.follow.send_replace(Some(Acked {
+                key_index: ticket.key_index,
+                seq: ticket.seq,
+                acked_us: f.observed_us,
+            }));
         }
     }
 
@@ -455,7 +509,7 @@ impl TargetState {
                 .verdict(index, f.sent_us, value.as_deref());
             self.record_verdict(Op::Read, index, verdict, f.backend.as_deref());
         }
-        self.finish(Op::Read, scheduled, &f);
+        self.finish(Op::Read, scheduled, f.outcome);
     }
 
     fn record_verdict(&self, op: Op, key: u32, verdict: Verdict, backend: Option<&Identity>) {
@@ -484,6 +538,164 @@ impl TargetState {
                 backend_addr = %b.addr,
                 "bad read"
             );
+        }
+    }
+
+    /// One fresh-connection probe (DESIGN §2.8): connect, identify, one verified `GET` of
+    /// the newest key acknowledged at least `stale_grace` ago, close. No retries: it shows
+    /// what a client that connects right now meets, e.g. a dead backend still in rotation.
+    pub async fn probe_once(&self, scheduled: Instant) {
+        let sent_us = self.clock.now_us();
+        let outcome = match self.connect(Kind::Probe).await {
+            Err(e) => {
+                self.try_failed(Op::Probe, sent_us, self.clock.now_us(), e.result(), &e);
+                Outcome::Failed
+            }
+            Ok(mut conn) => {
+                let key = self.lock_ledger().newest_settled_key(self.clock.now_us());
+                let outcome = match key {
+                    None => {
+                        self.try_succeeded(Op::Probe, sent_us, self.clock.now_us());
+                        Outcome::Ok
+                    }
+                    Some(index) => {
+                        let k = self.key(index);
+                        let a = self
+                            .attempt(&mut conn, Op::Probe, &[b"GET", &k], is_bulk)
+                            .await;
+                        match a.reply {
+                            Ok(Reply::Bulk(value)) => {
+                                let verdict =
+                                    self.lock_ledger()
+                                        .verdict(index, a.sent_us, value.as_deref());
+                                self.record_verdict(Op::Probe, index, verdict, Some(&conn.backend));
+                                Outcome::Ok
+                            }
+                            Err(e) if e.is_peer_close() => {
+                                self.metrics.kind(Kind::Probe).drops.inc();
+                                Outcome::Failed
+                            }
+                            _ => Outcome::Failed,
+                        }
+                    }
+                };
+                conn.close(Duration::from_millis(100)).await;
+                outcome
+            }
+        };
+        self.finish(Op::Probe, scheduled, outcome);
+    }
+
+    /// Follows write `w` on one direct node until it is visible there or
+    /// `replication_timeout` passes (DESIGN §2.6). `conn` is the node's connection, kept
+    /// between rounds and reopened after any failure. With no write to follow (`None`), it
+    /// only checks that the node answers.
+    pub async fn follow_on_node(
+        &self,
+        node: &Endpoint,
+        w: Option<Acked>,
+        conn: &mut Option<Conn>,
+        shutdown: &mut Shutdown,
+    ) {
+        let label = NodeLabels {
+            target: self.name.clone(),
+            node: node.host_port(),
+        };
+        let up = self.metrics.node_up.get_or_create_owned(&label);
+        let (key, deadline) = match w {
+            Some(w) => (
+                self.key(w.key_index),
+                self.clock.instant_of(w.acked_us) + self.settings.replication_timeout,
+            ),
+            None => (Vec::new(), Instant::now()),
+        };
+        // Poll from 1 ms, doubling to 100 ms: sub-millisecond resolution where replication
+        // is fast, at most ten GETs a second where it is slow.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if conn.is_none() {
+                let km = self.metrics.kind(Kind::Node);
+                let started = Instant::now();
+                let opened = Conn::open(node).await;
+                km.connect_duration.observe(started.elapsed().as_secs_f64());
+                km.connect(
+                    opened
+                        .as_ref()
+                        .map_or_else(ConnError::result, |_| ResultKind::Ok),
+                )
+                .inc();
+                match opened {
+                    Ok(c) => {
+                        let now = self.clock.now_us();
+                        self.backends
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .observe(&c.backend, now, &self.metrics);
+                        *conn = Some(c);
+                    }
+                    Err(_) => {
+                        up.set(0);
+                        return;
+                    }
+                }
+            }
+            let c = conn.as_mut().expect("connected above");
+            let Some(w) = w else {
+                let pong = c.call(&[b"PING"], self.settings.response_timeout).await;
+                up.set(i64::from(pong.is_ok()));
+                if pong.is_err() {
+                    *conn = None;
+                }
+                return;
+            };
+            match c
+                .call(&[b"GET", &key], self.settings.response_timeout)
+                .await
+            {
+                Ok(Reply::Bulk(value)) => {
+                    up.set(1);
+                    if self.lock_ledger().shows(w.seq, value.as_deref()) {
+                        let delay = Instant::now()
+                            .saturating_duration_since(self.clock.instant_of(w.acked_us));
+                        self.metrics
+                            .replication_delay
+                            .get_or_create(&label)
+                            .observe(delay.as_secs_f64());
+                        self.with_stats(|s| s.replication(&label.node, Some(delay)));
+                        return;
+                    }
+                }
+                Ok(_) => {
+                    up.set(0);
+                    *conn = None;
+                    return;
+                }
+                Err(e) => {
+                    // LOADING, MASTERDOWN...: reachable but not serving; others: gone.
+                    up.set(0);
+                    if e.result().drops_connection() || e.may_have_applied() {
+                        if e.is_peer_close() {
+                            self.metrics.kind(Kind::Node).drops.inc();
+                        }
+                        *conn = None;
+                    }
+                    return;
+                }
+            }
+            if Instant::now() + pause > deadline {
+                self.metrics
+                    .replication_timeouts
+                    .get_or_create(&label)
+                    .inc();
+                self.with_stats(|s| s.replication(&label.node, None));
+                tracing::debug!(target_name = %self.name, node = %label.node, "replication timeout");
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait() => return,
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -522,6 +734,13 @@ fn is_ok_status(r: &Reply) -> bool {
 
 fn is_bulk(r: &Reply) -> bool {
     matches!(r, Reply::Bulk(_))
+}
+
+/// One attempt's reply and times.
+struct Attempt {
+    reply: Result<Reply, ConnError>,
+    sent_us: u64,
+    observed_us: u64,
 }
 
 /// How an operation ended.
@@ -598,13 +817,26 @@ impl Pool {
 }
 
 /// Runs the loop `op` of `target` until shutdown: an open-loop timetable at the configured
-/// rate, starting at `phase` into the first period, or a closed loop for `rate = "max"`.
+/// rate (the probe at `connect_probe_interval`), starting at `phase` into the first period,
+/// or a closed loop for `rate = "max"`.
 pub async fn run_loop(t: Arc<TargetState>, op: Op, phase: Duration, shutdown: Shutdown) {
     let s = &t.settings;
     let pool = Arc::new(Pool::new(s.connections));
-    match s.rate {
-        Rate::PerSecond(rate) => open_loop(&t, &pool, op, rate, phase, shutdown).await,
-        Rate::Max => closed_loop(&t, &pool, op, shutdown).await,
+    // Operations waiting for a retry sit in the pending set; a tick is skipped only when it
+    // is full. The probe never retries: two probes in flight mean connects are stalling.
+    let pending = match op {
+        Op::Probe => 2,
+        _ => s.connections * (s.retry.max_retries as usize + 1),
+    };
+    match (op, s.rate) {
+        (Op::Probe, _) => {
+            let rate = 1.0 / s.connect_probe_interval.as_secs_f64();
+            open_loop(&t, &pool, op, rate, phase, pending, shutdown).await
+        }
+        (_, Rate::PerSecond(rate)) => {
+            open_loop(&t, &pool, op, rate, phase, pending, shutdown).await
+        }
+        (_, Rate::Max) => closed_loop(&t, &pool, op, shutdown).await,
     }
     pool.close_all(Duration::from_millis(200)).await;
 }
@@ -613,7 +845,41 @@ async fn run_op(t: &TargetState, pool: &Pool, op: Op, scheduled: Instant, shutdo
     match op {
         Op::Write => t.write_once(pool, scheduled, shutdown).await,
         Op::Read => t.read_once(pool, scheduled, shutdown).await,
-        Op::Probe => {}
+        Op::Probe => t.probe_once(scheduled).await,
+    }
+}
+
+/// Follows one write a second on every direct node of `t` until shutdown; a second without
+/// a write to follow is used to check that each node still answers.
+pub async fn run_nodes(t: Arc<TargetState>, shutdown: Shutdown) {
+    let followers: Vec<_> = t
+        .nodes
+        .iter()
+        .cloned()
+        .map(|node| {
+            let (t, mut shutdown) = (t.clone(), shutdown.clone());
+            let mut writes = t.follow.subscribe();
+            tokio::spawn(async move {
+                let mut conn = None;
+                loop {
+                    let w = tokio::select! {
+                        changed = writes.changed() => match changed {
+                            Ok(()) => *writes.borrow_and_update(),
+                            Err(_) => break,
+                        },
+                        _ = tokio::time::sleep(NODE_FOLLOW_INTERVAL * 2) => None,
+                        _ = shutdown.wait() => break,
+                    };
+                    t.follow_on_node(&node, w, &mut conn, &mut shutdown).await;
+                }
+                if let Some(c) = conn {
+                    c.close(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    for f in followers {
+        let _ = f.await;
     }
 }
 
@@ -623,12 +889,11 @@ async fn open_loop(
     op: Op,
     rate: f64,
     phase: Duration,
+    pending_cap: usize,
     mut shutdown: Shutdown,
 ) {
     let s = &t.settings;
     let period = Duration::from_secs_f64(1.0 / rate);
-    // Operations waiting for a retry sit here; a tick is skipped only when it is full.
-    let pending_cap = s.connections * (s.retry.max_retries as usize + 1);
     let pending = Arc::new(Semaphore::new(pending_cap));
     let start = tokio::time::Instant::now() + phase;
     let mut ticks = tokio::time::interval_at(start, period);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::canary::{TargetState, run_loop};
+use crate::canary::{TargetState, run_loop, run_nodes};
 use crate::clock::Clock;
 use crate::config::{Config, Rate};
 use crate::conn::Endpoint;
@@ -47,33 +47,38 @@ pub fn prepare(
         .enumerate()
         .map(|(i, t)| {
             let s = &t.settings;
-            let tls = if t.url.tls {
-                Some(
-                    tls::build(s.tls.as_ref(), &t.url.host).map_err(|e| StartError {
+            let tls_for = |url: &crate::config::RedisUrl| {
+                url.tls
+                    .then(|| tls::build(s.tls.as_ref(), &url.host))
+                    .transpose()
+                    .map_err(|e| StartError {
                         key: format!("targets[{i}].tls"),
                         message: e.to_string(),
-                    })?,
-                )
-            } else {
-                None
+                    })
             };
             if s.tls.as_ref().is_some_and(|x| x.insecure) && t.url.tls {
                 tracing::warn!(target_name = %t.name, "tls.insecure = true: the server certificate is not verified");
             }
-            let endpoint = Endpoint::new(
-                &t.url,
-                t.username.as_deref(),
-                &t.password,
-                tls,
-                format!("redis-canary/{}/{}", config.instance, t.name),
-                s.connect_timeout,
-            );
+            let client_name = format!("redis-canary/{}/{}", config.instance, t.name);
+            let endpoint_for = |url: &crate::config::RedisUrl| -> Result<Endpoint, StartError> {
+                Ok(Endpoint::new(
+                    url,
+                    t.username.as_deref(),
+                    &t.password,
+                    tls_for(url)?,
+                    client_name.clone(),
+                    s.connect_timeout,
+                ))
+            };
+            let endpoint = endpoint_for(&t.url)?;
+            let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
             Ok(Arc::new(TargetState::new(
                 t,
                 &config.instance,
                 clock,
                 metrics,
                 endpoint,
+                nodes,
                 with_stats,
             )))
         })
@@ -91,12 +96,13 @@ pub async fn run(
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new());
     let targets = prepare(config, clock, &metrics, with_stats)?;
-    let loops_per_target = 2;
+    let probing = |t: &TargetState| !t.settings.connect_probe_interval.is_zero();
+    let loops_expected = targets.iter().map(|t| 2 + usize::from(probing(t))).sum();
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         targets: targets.clone(),
         loops_alive: Default::default(),
-        loops_expected: targets.len() * loops_per_target,
+        loops_expected,
         instance: config.instance.clone(),
     });
     // HTTP keeps answering while the loops drain; it gets its own trigger.
@@ -118,16 +124,24 @@ pub async fn run(
         // Spread tick phases across targets, and the reader half a period after the writer,
         // so hundreds of targets do not fire in one burst.
         let write_phase = period * i as f64 / n;
-        for (op, phase) in [
+        let mut ops = vec![
             (Op::Write, write_phase),
             (Op::Read, write_phase + period / 2.0),
-        ] {
+        ];
+        if probing(t) {
+            let interval = t.settings.connect_probe_interval.as_secs_f64();
+            ops.push((Op::Probe, interval * i as f64 / n));
+        }
+        for (op, phase) in ops {
             let (t, sd) = (t.clone(), shutdown.clone());
             let alive = AliveGuard::new(&state);
             loops.push(tokio::spawn(async move {
                 let _alive = alive;
                 run_loop(t, op, Duration::from_secs_f64(phase), sd).await;
             }));
+        }
+        if !t.nodes.is_empty() {
+            loops.push(tokio::spawn(run_nodes(t.clone(), shutdown.clone())));
         }
     }
     let maintenance = {

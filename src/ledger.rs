@@ -82,6 +82,16 @@ pub struct Ledger {
     slots: Vec<[Record; RECORDS_PER_KEY]>,
     /// Keys with at least one acknowledged write in this run: the ones worth reading.
     readable: Vec<u32>,
+    /// The newest acknowledged write, followed on the direct nodes (DESIGN §2.6).
+    latest_acked: Option<Acked>,
+}
+
+/// An acknowledged write, as followed on the direct nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub key_index: u32,
+    pub seq: u64,
+    pub acked_us: u64,
 }
 
 impl Ledger {
@@ -97,6 +107,7 @@ impl Ledger {
             next_seq: 1,
             slots: Vec::new(),
             readable: Vec::new(),
+            latest_acked: None,
         }
     }
 
@@ -137,6 +148,26 @@ impl Ledger {
             if first_ack && !self.readable.contains(&ticket.key_index) {
                 self.readable.push(ticket.key_index);
             }
+            if self.latest_acked.is_none_or(|l| l.seq < ticket.seq) {
+                self.latest_acked = Some(Acked {
+                    key_index: ticket.key_index,
+                    seq: ticket.seq,
+                    acked_us,
+                });
+            }
+        }
+    }
+
+    /// The newest acknowledged write.
+    pub fn latest_acked(&self) -> Option<Acked> {
+        self.latest_acked
+    }
+
+    /// Whether `value` read from a node shows write `seq` (or a newer one) of this run.
+    pub fn shows(&self, seq: u64, value: Option<&[u8]>) -> bool {
+        match value.map(Payload::decode) {
+            Some(Ok(p)) => p.owner == self.owner && p.epoch_us == self.epoch_us && p.seq >= seq,
+            _ => false,
         }
     }
 
@@ -396,6 +427,21 @@ mod tests {
         assert_eq!(l.begin_write(3 * S).key_index, 0);
         // nothing acknowledged on key 0: nil there is not data loss
         assert_eq!(l.verdict(0, 10 * S, None), Verdict::Fresh);
+    }
+
+    #[test]
+    fn the_latest_acknowledgement_is_followed_and_recognised_on_a_node() {
+        let mut l = ledger(10);
+        let a = l.begin_write(S);
+        let b = l.begin_write(S);
+        l.write_acked(b, 2 * S);
+        l.write_acked(a, 3 * S); // out of order: b is still the newest write
+        let latest = l.latest_acked().unwrap();
+        assert_eq!((latest.seq, latest.key_index), (b.seq, b.key_index));
+        assert!(l.shows(b.seq, Some(&value(b.seq, b.key_index))));
+        assert!(!l.shows(b.seq, Some(&value(a.seq, a.key_index))));
+        assert!(!l.shows(b.seq, None));
+        assert!(!l.shows(b.seq, Some(&value_with(OWNER, EPOCH - 1, 9, 1))));
     }
 
     #[test]

@@ -191,7 +191,13 @@ pub fn report(
             "reads_by_backend": stats.reads_by_backend.iter()
                 .map(|(b, v)| (b.clone(), verdicts_json(v)))
                 .collect::<serde_json::Map<_, _>>(),
-            "replication": {},
+            "replication": stats.replication.iter().map(|(node, (h, timeouts))| {
+                let q = |q: f64| (!h.is_empty()).then(|| secs(h.value_at_quantile(q)));
+                (node.clone(), json!({
+                    "p50": q(0.5), "p99": q(0.99), "max": (!h.is_empty()).then(|| secs(h.max())),
+                    "timeouts": timeouts,
+                }))
+            }).collect::<serde_json::Map<_, _>>(),
             "backends": backends,
             "slo": judgements.iter().map(|j| json!({
                 "name": j.name, "threshold": j.threshold, "measured": j.measured, "pass": j.pass,

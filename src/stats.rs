@@ -73,6 +73,8 @@ pub struct Stats {
     pub reads_by_backend: BTreeMap<String, BTreeMap<Verdict, u64>>,
     pub episodes: Vec<EpisodeRecord>,
     pub episodes_dropped: u64,
+    /// Per direct node: replication delays, and how many writes never showed in time.
+    pub replication: BTreeMap<String, (Histogram<u64>, u64)>,
 }
 
 impl Stats {
@@ -85,6 +87,7 @@ impl Stats {
             reads_by_backend: BTreeMap::new(),
             episodes: Vec::new(),
             episodes_dropped: 0,
+            replication: BTreeMap::new(),
         }
     }
 
@@ -120,6 +123,20 @@ impl Stats {
                 .or_default()
                 .entry(verdict)
                 .or_default() += 1;
+        }
+    }
+
+    /// A followed write became visible on `node` after `delay`, or (`None`) did not in time.
+    pub fn replication(&mut self, node: &str, delay: Option<Duration>) {
+        let entry = self.replication.entry(node.to_string()).or_insert_with(|| {
+            (
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+                0,
+            )
+        });
+        match delay {
+            Some(d) => entry.0.saturating_record(d.as_micros() as u64),
+            None => entry.1 += 1,
         }
     }
 

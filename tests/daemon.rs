@@ -461,3 +461,77 @@ fn episodes_are_logged_once_when_they_start_and_once_when_they_end_as_json() {
     assert!(secs > 0.5 && secs < 3.0, "{secs}");
     assert!(ended[0]["results"].as_str().unwrap().contains("timeout="));
 }
+
+#[test]
+fn the_fresh_connection_probe_connects_identifies_and_verifies_a_settled_key() {
+    let redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config(
+        "a",
+        &redis.url(),
+        r#"connect_probe_interval = "100ms""#,
+    ));
+    wait_until("verified probe reads", Duration::from_secs(15), || {
+        canary
+            .metrics()
+            .sum(READS, &[t("a"), ("op", "probe"), ("verdict", "fresh")])
+            >= 5.0
+    });
+    let m = canary.metrics();
+    let probes = m.sum(OPS, &[t("a"), ("op", "probe")]);
+    assert_eq!(
+        probes,
+        m.sum(OPS, &[t("a"), ("op", "probe"), ("outcome", "ok")])
+    );
+    // One new connection per probe: the pool's connections are not reused for it.
+    let connects = m.sum(CONNECTS, &[t("a"), ("kind", "probe"), ("result", "ok")]);
+    assert!(
+        connects >= probes && connects <= probes + 2.0,
+        "{connects} connects, {probes} probes"
+    );
+    assert_eq!(
+        m.sum("redis_canary_retries_total", &[t("a"), ("op", "probe")]),
+        0.0
+    );
+}
+
+#[test]
+fn replication_to_a_direct_node_is_measured_and_a_dead_node_is_down() {
+    let master = RedisServer::start(&[]);
+    let mut replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    replica.wait_in_sync();
+    let node = format!("127.0.0.1:{}", replica.port);
+    let canary = Canary::start(&one_target_config(
+        "a",
+        &master.url(),
+        &format!(r#"nodes = ["{}"]"#, replica.url()),
+    ));
+    let node_labels = [t("a"), ("node", node.as_str())];
+    wait_until("replication delays", Duration::from_secs(20), || {
+        canary
+            .metrics()
+            .sum("redis_canary_replication_delay_seconds_count", &node_labels)
+            >= 3.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum("redis_canary_node_up", &node_labels), 1.0);
+    assert_eq!(
+        m.sum("redis_canary_replication_timeouts_total", &node_labels),
+        0.0
+    );
+    // The first rounds may wait for the replica's initial sync; after that, loopback
+    // replication is sub-millisecond, far below 50 ms.
+    wait_until("fast replication samples", Duration::from_secs(20), || {
+        let m = canary.metrics();
+        let fast = m.sum(
+            "redis_canary_replication_delay_seconds_bucket",
+            &[t("a"), ("node", node.as_str()), ("le", "0.05")],
+        );
+        fast >= 3.0
+    });
+    replica.kill();
+    wait_until("the node to be down", Duration::from_secs(10), || {
+        canary.metrics().sum("redis_canary_node_up", &node_labels) == 0.0
+    });
+    // A replica going away is not a client-visible disruption of the master target.
+    assert_eq!(canary.metrics().sum(DISRUPTIONS, &[t("a")]), 0.0);
+}

@@ -163,6 +163,16 @@ impl RedisServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
+
+    /// Waits until this replica has finished its sync with the master (Redis delays a
+    /// diskless full sync by 5 s by default).
+    pub fn wait_in_sync(&self) {
+        wait_until("the replica to be in sync", Duration::from_secs(20), || {
+            self.client()
+                .call(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains("master_link_status:up"))
+        });
+    }
 }
 
 fn send_signal_quiet(pid: u32, signal: &str) -> std::io::Result<ExitStatus> {
