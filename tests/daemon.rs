@@ -535,3 +535,31 @@ fn replication_to_a_direct_node_is_measured_and_a_dead_node_is_down() {
     // A replica going away is not a client-visible disruption of the master target.
     assert_eq!(canary.metrics().sum(DISRUPTIONS, &[t("a")]), 0.0);
 }
+
+#[test]
+fn tls_targets_verify_the_server_against_the_configured_ca() {
+    let (redis, ca) = RedisServer::start_tls();
+    let url = format!("rediss://localhost:{}", redis.port);
+    let config = format!(
+        r#"{}
+tls = {{ ca_file = {:?} }}
+
+[[targets]]
+name = "unverified"
+url = "{url}"
+"#,
+        one_target_config("verified", &url, ""),
+        ca.display().to_string()
+    );
+    let canary = Canary::start(&config);
+    wait_until("fresh reads over TLS", Duration::from_secs(15), || {
+        let m = canary.metrics();
+        m.sum(READS, &[t("verified"), ("verdict", "fresh")]) >= 5.0
+            && m.sum(CONNECTS, &[t("unverified"), ("result", "error")]) >= 1.0
+    });
+    let m = canary.metrics();
+    assert_eq!(m.sum(OPS, &[t("verified"), ("outcome", "failed")]), 0.0);
+    // Without the CA the certificate is not trusted: no connection, no data.
+    assert_eq!(m.sum(CONNECTS, &[t("unverified"), ("result", "ok")]), 0.0);
+    assert_eq!(m.sum(DISRUPTED, &[t("unverified")]), 1.0);
+}

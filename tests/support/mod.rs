@@ -85,6 +85,15 @@ impl RedisServer {
         self.stopped = false;
         let password = self.password();
         let port = self.port;
+        if self.args.iter().any(|a| a == "--tls-port") {
+            // TLS only: accepting connections is as far as this plain client can see.
+            wait_until(
+                "redis-server to accept TLS connections",
+                Duration::from_secs(10),
+                || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            );
+            return;
+        }
         wait_until(
             "redis-server to answer PING",
             Duration::from_secs(10),
@@ -111,6 +120,106 @@ impl RedisServer {
             .iter()
             .position(|a| a == "--requirepass")
             .and_then(|i| self.args.get(i + 1).cloned())
+    }
+
+    /// A server that speaks only TLS on its port, with a certificate for `localhost` and
+    /// `127.0.0.1` signed by a fresh CA; returns the server and the CA certificate's path.
+    pub fn start_tls() -> (RedisServer, PathBuf) {
+        let certs = tempfile::tempdir().expect("temp dir").keep();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&certs)
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=redis-canary test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            certs.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let path = |f: &str| certs.join(f).display().to_string();
+        let port = free_port().to_string();
+        let server = RedisServer::start_with_port(
+            port.parse().unwrap(),
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &path("server.crt"),
+                "--tls-key-file",
+                &path("server.key"),
+                "--tls-ca-cert-file",
+                &path("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        (server, certs.join("ca.crt"))
+    }
+
+    fn start_with_port(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = RedisServer {
+            port,
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            stopped: false,
+        };
+        s.spawn();
+        s
     }
 
     /// `redis://127.0.0.1:PORT`.
