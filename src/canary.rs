@@ -15,13 +15,14 @@ use crate::config::{Rate, Settings, Target};
 use crate::conn::{Conn, ConnError, Endpoint};
 use crate::episode::Episodes;
 use crate::ledger::{Acked, Ledger, Verdict, WriteTicket};
-use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
+use crate::metrics::{Metrics, NodeLabels, TargetMetrics, TraceLabels};
 use crate::op::{Kind, Op, Outcome};
 use crate::payload::{Payload, owner_hash};
 use crate::resp::Reply;
 use crate::retry;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::telemetry::{OperationSpan, Tracing, TryRecord};
 
 /// How often a write is followed on the direct nodes (DESIGN §2.6).
 const NODE_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,7 +67,12 @@ pub struct TargetState {
     last_bad_read_log_us: AtomicU64,
     /// Soak statistics (latency histograms, episodes), when running `soak`.
     pub stats: Option<Mutex<Stats>>,
+    /// Span export, when configured.
+    tracing: Option<Arc<Tracing>>,
 }
+
+/// The tries of one operation, kept only while tracing is on (`None` costs nothing).
+type Tries = Option<Vec<TryRecord>>;
 
 impl TargetState {
     /// Builds the state of `target`, creating its metric series at 0.
@@ -78,6 +84,7 @@ impl TargetState {
         endpoint: Endpoint,
         nodes: Vec<Endpoint>,
         with_stats: bool,
+        tracing: Option<Arc<Tracing>>,
     ) -> TargetState {
         let s = &target.settings;
         let tm = metrics.target(&target.name);
@@ -111,6 +118,7 @@ impl TargetState {
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
             stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
+            tracing,
         }
     }
 
@@ -288,6 +296,7 @@ impl TargetState {
         op: Op,
         args: &[&[u8]],
         accept: fn(&Reply) -> bool,
+        tries: &mut Tries,
         shutdown: &mut Shutdown,
     ) -> Option<Finished> {
         let m = self.metrics.op(op);
@@ -316,7 +325,9 @@ impl TargetState {
                     Err(e) => {
                         last = e.result();
                         pool.put(slot, permit);
-                        self.try_failed(op, sent_us, self.clock.now_us(), last, &e);
+                        let observed_us = self.clock.now_us();
+                        self.try_failed(op, sent_us, observed_us, last, &e);
+                        self.connect_failed(tries, sent_us, observed_us, last);
                         if !last.is_retryable() {
                             break;
                         }
@@ -328,7 +339,7 @@ impl TargetState {
                 }
             }
             let conn = slot.conn.as_mut().expect("connected above");
-            let a = self.attempt(conn, op, args, accept).await;
+            let a = self.attempt(conn, op, args, accept, tries).await;
             match a.reply {
                 Ok(reply) => {
                     let backend = conn.backend.clone();
@@ -385,13 +396,13 @@ impl TargetState {
         op: Op,
         args: &[&[u8]],
         accept: fn(&Reply) -> bool,
+        tries: &mut Tries,
     ) -> Attempt {
         let m = self.metrics.op(op);
         let sent = Instant::now();
         let reply = conn.call(args, self.settings.response_timeout).await;
         let observed = Instant::now();
         let took = observed.duration_since(sent);
-        m.attempt_duration.observe(took.as_secs_f64());
         let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
         let reply = match reply {
             Ok(r) if accept(&r) => Ok(r),
@@ -402,6 +413,16 @@ impl TargetState {
             .as_ref()
             .map_or_else(ConnError::result, |_| ResultKind::Ok);
         m.attempt(result).inc();
+        match tries {
+            // Observed at the end of the operation, with its trace id if it is traced.
+            Some(tries) => tries.push(TryRecord {
+                start: self.clock.system_time(sent_us),
+                end: self.clock.system_time(observed_us),
+                result,
+                connect: false,
+            }),
+            None => m.attempt_duration.observe(took.as_secs_f64(), None, None),
+        }
         match &reply {
             Ok(_) => self.try_succeeded(op, sent_us, observed_us),
             Err(e) => self.try_failed(op, sent_us, observed_us, result, e),
@@ -426,12 +447,71 @@ impl TargetState {
         }
     }
 
-    /// Records the end of an operation scheduled at `scheduled`.
-    fn finish(&self, op: Op, scheduled: Instant, outcome: Outcome) {
+    /// Fresh bookkeeping of tries for one operation: a list while tracing is on.
+    fn new_tries(&self) -> Tries {
+        self.tracing.as_ref().map(|_| Vec::with_capacity(2))
+    }
+
+    /// Notes a failed connect among an operation's tries (for its span).
+    fn connect_failed(
+        &self,
+        tries: &mut Tries,
+        sent_us: u64,
+        observed_us: u64,
+        result: ResultKind,
+    ) {
+        if let Some(tries) = tries {
+            tries.push(TryRecord {
+                start: self.clock.system_time(sent_us),
+                end: self.clock.system_time(observed_us),
+                result,
+                connect: true,
+            });
+        }
+    }
+
+    /// Records the end of an operation scheduled at `scheduled`: outcome, duration, and, while
+    /// tracing, its span and the attempt durations with the trace id as exemplar.
+    fn finish(
+        &self,
+        op: Op,
+        scheduled: Instant,
+        outcome: Outcome,
+        tries: Tries,
+        name: &'static str,
+    ) {
         let m = self.metrics.op(op);
         m.outcome(outcome).inc();
-        let took = Instant::now().saturating_duration_since(scheduled);
-        m.operation_duration.observe(took.as_secs_f64());
+        let end = Instant::now();
+        let took = end.saturating_duration_since(scheduled);
+        let mut exemplar = None;
+        if let (Some(tracing), Some(tries)) = (&self.tracing, tries) {
+            if tracing.wants(outcome, tries.len()) {
+                let trace_id = tracing.record(&OperationSpan {
+                    name,
+                    target: &self.name,
+                    op,
+                    outcome,
+                    start: self.clock.system_time(self.clock.us_of(scheduled)),
+                    end: self.clock.system_time(self.clock.us_of(end)),
+                    server_address: &self.endpoint.host,
+                    server_port: self.endpoint.port,
+                    db: self.endpoint.db,
+                    tries: &tries,
+                });
+                exemplar = Some(TraceLabels { trace_id });
+            }
+            for t in tries.iter().filter(|t| !t.connect) {
+                let secs = t
+                    .end
+                    .duration_since(t.start)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                m.attempt_duration.observe(secs, exemplar.clone(), None);
+            }
+        }
+        m.operation_duration
+            .observe(took.as_secs_f64(), exemplar, None);
         self.with_stats(|s| s.operation(op, outcome, took));
     }
 
@@ -449,15 +529,16 @@ impl TargetState {
         }
         .encode_into(self.settings.value_size, &mut value);
         let args: [&[u8]; 5] = [b"SET", &key, &value, b"PX", &self.ttl_ms];
+        let mut tries = self.new_tries();
         let Some(f) = self
-            .execute(pool, Op::Write, &args, is_ok_status, shutdown)
+            .execute(pool, Op::Write, &args, is_ok_status, &mut tries, shutdown)
             .await
         else {
             self.lock_ledger().write_unknown(ticket);
             return;
         };
         self.record_write(ticket, &f);
-        self.finish(Op::Write, scheduled, f.outcome);
+        self.finish(Op::Write, scheduled, f.outcome, tries, "SET");
     }
 
     fn record_write(&self, ticket: WriteTicket, f: &Finished) {
@@ -500,7 +581,11 @@ impl TargetState {
             .unwrap_or(0);
         let key = self.key(index);
         let args: [&[u8]; 2] = [b"GET", &key];
-        let Some(f) = self.execute(pool, Op::Read, &args, is_bulk, shutdown).await else {
+        let mut tries = self.new_tries();
+        let Some(f) = self
+            .execute(pool, Op::Read, &args, is_bulk, &mut tries, shutdown)
+            .await
+        else {
             return;
         };
         if let Some(Reply::Bulk(value)) = &f.reply {
@@ -509,7 +594,7 @@ impl TargetState {
                 .verdict(index, f.sent_us, value.as_deref());
             self.record_verdict(Op::Read, index, verdict, f.backend.as_deref());
         }
-        self.finish(Op::Read, scheduled, f.outcome);
+        self.finish(Op::Read, scheduled, f.outcome, tries, "GET");
     }
 
     fn record_verdict(&self, op: Op, key: u32, verdict: Verdict, backend: Option<&Identity>) {
@@ -545,10 +630,13 @@ impl TargetState {
     /// the newest key acknowledged at least `stale_grace` ago, close. No retries: it shows
     /// what a client that connects right now meets, e.g. a dead backend still in rotation.
     pub async fn probe_once(&self, scheduled: Instant) {
+        let mut tries = self.new_tries();
         let sent_us = self.clock.now_us();
         let outcome = match self.connect(Kind::Probe).await {
             Err(e) => {
-                self.try_failed(Op::Probe, sent_us, self.clock.now_us(), e.result(), &e);
+                let observed_us = self.clock.now_us();
+                self.try_failed(Op::Probe, sent_us, observed_us, e.result(), &e);
+                self.connect_failed(&mut tries, sent_us, observed_us, e.result());
                 Outcome::Failed
             }
             Ok(mut conn) => {
@@ -561,7 +649,7 @@ impl TargetState {
                     Some(index) => {
                         let k = self.key(index);
                         let a = self
-                            .attempt(&mut conn, Op::Probe, &[b"GET", &k], is_bulk)
+                            .attempt(&mut conn, Op::Probe, &[b"GET", &k], is_bulk, &mut tries)
                             .await;
                         match a.reply {
                             Ok(Reply::Bulk(value)) => {
@@ -583,7 +671,7 @@ impl TargetState {
                 outcome
             }
         };
-        self.finish(Op::Probe, scheduled, outcome);
+        self.finish(Op::Probe, scheduled, outcome, tries, "PROBE");
     }
 
     /// Follows write `w` on one direct node until it is visible there or

@@ -56,6 +56,11 @@ impl Clock {
         (self.start_unix_us + us) as f64 / 1e6
     }
 
+    /// Wall-clock time of a monotonic reading.
+    pub fn system_time(&self, us: u64) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::from_micros(self.unix_us(us))
+    }
+
     /// Unix time in µs of a monotonic reading.
     pub fn unix_us(&self, us: u64) -> u64 {
         self.start_unix_us + us

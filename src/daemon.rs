@@ -16,6 +16,7 @@ use crate::http::{AppState, serve};
 use crate::metrics::Metrics;
 use crate::op::Op;
 use crate::shutdown::{self, Shutdown};
+use crate::telemetry::Tracing;
 use crate::tls;
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
@@ -23,6 +24,8 @@ use crate::tls;
 const DRAIN_BUDGET: Duration = Duration::from_secs(3);
 /// How long `cleanup = true` gets to delete keys on the way out.
 const CLEANUP_BUDGET: Duration = Duration::from_secs(1);
+/// How long span export gets to flush on the way out.
+const TRACE_FLUSH_BUDGET: Duration = Duration::from_millis(500);
 /// How often expired backends are removed from `backend_info`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -40,6 +43,7 @@ pub fn prepare(
     clock: Clock,
     metrics: &Metrics,
     with_stats: bool,
+    tracing: Option<Arc<Tracing>>,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
     config
         .targets
@@ -80,6 +84,7 @@ pub fn prepare(
                 endpoint,
                 nodes,
                 with_stats,
+                tracing.clone(),
             )))
         })
         .collect()
@@ -95,7 +100,16 @@ pub async fn run(
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new());
-    let targets = prepare(config, clock, &metrics, with_stats)?;
+    let tracing = Tracing::start(
+        config.telemetry.otlp_endpoint.as_deref(),
+        config.telemetry.sample_ratio,
+    )
+    .map_err(|e| StartError {
+        key: "telemetry.otlp_endpoint".into(),
+        message: e.to_string(),
+    })?
+    .map(Arc::new);
+    let targets = prepare(config, clock, &metrics, with_stats, tracing.clone())?;
     let probing = |t: &TargetState| !t.settings.connect_probe_interval.is_zero();
     let loops_expected = targets.iter().map(|t| 2 + usize::from(probing(t))).sum();
     let state = Arc::new(AppState {
@@ -188,6 +202,9 @@ pub async fn run(
         for t in &targets {
             t.cleanup(deadline).await;
         }
+    }
+    if let Some(tracing) = &tracing {
+        tracing.shutdown(TRACE_FLUSH_BUDGET).await;
     }
     http_stop.trigger();
     let _ = tokio::time::timeout(Duration::from_millis(200), http).await;

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -101,10 +102,24 @@ struct BuildLabels {
     revision: String,
 }
 
+/// The exemplar of a traced operation: its trace id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub trace_id: String,
+}
+
+/// A duration histogram whose samples may carry the trace id of a traced operation.
+pub type TracedHistogram = HistogramWithExemplars<TraceLabels>;
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type TracedFamily<L> = Family<L, TracedHistogram, fn() -> TracedHistogram>;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+fn traced_latency_histogram() -> TracedHistogram {
+    HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
 }
 
 fn disruption_histogram() -> Histogram {
@@ -117,8 +132,8 @@ pub struct Metrics {
     operations: Family<OutcomeLabels, Counter>,
     attempts: Family<ResultLabels, Counter>,
     retries: Family<OpLabels, Counter>,
-    operation_duration: HistogramFamily<OpLabels>,
-    attempt_duration: HistogramFamily<OpLabels>,
+    operation_duration: TracedFamily<OpLabels>,
+    attempt_duration: TracedFamily<OpLabels>,
     skipped_ticks: Family<OpLabels, Counter>,
     reads: Family<VerdictLabels, Counter>,
     disruptions: Family<TargetLabels, Counter>,
@@ -153,8 +168,8 @@ impl Metrics {
             operations: Family::default(),
             attempts: Family::default(),
             retries: Family::default(),
-            operation_duration: Family::new_with_constructor(latency_histogram),
-            attempt_duration: Family::new_with_constructor(latency_histogram),
+            operation_duration: Family::new_with_constructor(traced_latency_histogram),
+            attempt_duration: Family::new_with_constructor(traced_latency_histogram),
             skipped_ticks: Family::default(),
             reads: Family::default(),
             disruptions: Family::default(),
@@ -390,8 +405,8 @@ pub struct OpMetrics {
     outcomes: Vec<Counter>,
     attempts: Vec<Counter>,
     pub retries: Counter,
-    pub operation_duration: Histogram,
-    pub attempt_duration: Histogram,
+    pub operation_duration: TracedHistogram,
+    pub attempt_duration: TracedHistogram,
     pub skipped_ticks: Counter,
     reads: Vec<Counter>,
     pub last_success: F64Gauge,

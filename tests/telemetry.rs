@@ -1,0 +1,165 @@
+//! OpenTelemetry export end to end: the real binary sends operation spans over OTLP/HTTP to a
+//! receiver in this test, and the duration histograms carry the trace ids as exemplars.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+/// A minimal OTLP/HTTP receiver: records the body of every POST to `/v1/traces`.
+struct Receiver {
+    port: u16,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0usize;
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if header == "\r\n" {
+                                break;
+                            }
+                            if let Some((k, v)) = header.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        if request_line.starts_with("POST /v1/traces") {
+                            sink.lock().unwrap().push(body);
+                        }
+                        let _ = reader
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        Receiver { port, bodies }
+    }
+
+    /// Everything received so far, as lossy text (protobuf keeps strings as UTF-8 bytes).
+    fn text(&self) -> String {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn config(url: &str, receiver: &Receiver, ratio: f64) -> String {
+    format!(
+        "{}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\nsample_ratio = {ratio}\n",
+        one_target_config("a", url, ""),
+        receiver.port,
+    )
+}
+
+#[test]
+fn sampled_operations_arrive_as_client_spans_with_database_attributes() {
+    let redis = RedisServer::start(&[]);
+    let receiver = Receiver::start();
+    let _canary = Canary::start(&config(&redis.url(), &receiver, 1.0));
+    wait_until("spans of writes and reads", Duration::from_secs(20), || {
+        let text = receiver.text();
+        text.contains("SET") && text.contains("GET")
+    });
+    let text = receiver.text();
+    for needle in [
+        "redis-canary",
+        "db.system.name",
+        "redis",
+        "db.operation.name",
+        "server.address",
+        "127.0.0.1",
+        "server.port",
+        "redis_canary.target",
+        "redis_canary.outcome",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} not in the exported spans"
+        );
+    }
+    assert!(
+        !text.contains("error.type"),
+        "healthy operations carry no error"
+    );
+}
+
+#[test]
+fn failed_operations_are_always_traced_and_their_trace_ids_become_exemplars() {
+    let mut redis = RedisServer::start(&[]);
+    let receiver = Receiver::start();
+    // A ratio of 0: only failed and retried operations are traced.
+    let canary = Canary::start(&config(&redis.url(), &receiver, 0.0));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary
+            .metrics()
+            .sum("redis_canary_operations_total", &[("outcome", "ok")])
+            >= 10.0
+    });
+    assert!(
+        receiver.text().is_empty(),
+        "nothing failed, nothing sampled"
+    );
+    redis.kill();
+    wait_until(
+        "spans of failed operations",
+        Duration::from_secs(30),
+        || {
+            let text = receiver.text();
+            text.contains("error.type") && text.contains("refused") && text.contains("connect")
+        },
+    );
+    let m = canary.metrics();
+    let exemplar = m
+        .text
+        .lines()
+        .find(|l| {
+            l.starts_with("redis_canary_operation_duration_seconds_bucket")
+                && l.contains(" # {trace_id=\"")
+        })
+        .unwrap_or_else(|| panic!("no exemplar in:\n{}", m.text));
+    let trace_id = exemplar
+        .split("trace_id=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(trace_id.len(), 32, "{exemplar}");
+    assert!(
+        trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{exemplar}"
+    );
+}
