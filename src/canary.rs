@@ -74,18 +74,32 @@ pub struct TargetState {
 /// The tries of one operation, kept only while tracing is on (`None` costs nothing).
 type Tries = Option<Vec<TryRecord>>;
 
+/// What every target of a process shares.
+pub struct Shared<'a> {
+    pub instance: &'a str,
+    pub clock: Clock,
+    pub metrics: &'a Metrics,
+    /// Keep soak statistics.
+    pub with_stats: bool,
+    pub tracing: Option<Arc<Tracing>>,
+}
+
 impl TargetState {
     /// Builds the state of `target`, creating its metric series at 0.
     pub fn new(
         target: &Target,
-        instance: &str,
-        clock: Clock,
-        metrics: &Metrics,
+        shared: &Shared<'_>,
         endpoint: Endpoint,
         nodes: Vec<Endpoint>,
-        with_stats: bool,
-        tracing: Option<Arc<Tracing>>,
     ) -> TargetState {
+        let Shared {
+            instance,
+            clock,
+            metrics,
+            with_stats,
+            ..
+        } = *shared;
+        let tracing = shared.tracing.clone();
         let s = &target.settings;
         let tm = metrics.target(&target.name);
         let start = clock.unix_secs(0);

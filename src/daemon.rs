@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::canary::{TargetState, run_loop, run_nodes};
+use crate::canary::{Shared, TargetState, run_loop, run_nodes};
 use crate::clock::Clock;
 use crate::config::{Config, Rate};
 use crate::conn::Endpoint;
@@ -45,6 +45,13 @@ pub fn prepare(
     with_stats: bool,
     tracing: Option<Arc<Tracing>>,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
+    let shared = Shared {
+        instance: &config.instance,
+        clock,
+        metrics,
+        with_stats,
+        tracing,
+    };
     config
         .targets
         .iter()
@@ -76,16 +83,7 @@ pub fn prepare(
             };
             let endpoint = endpoint_for(&t.url)?;
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
-            Ok(Arc::new(TargetState::new(
-                t,
-                &config.instance,
-                clock,
-                metrics,
-                endpoint,
-                nodes,
-                with_stats,
-                tracing.clone(),
-            )))
+            Ok(Arc::new(TargetState::new(t, &shared, endpoint, nodes)))
         })
         .collect()
 }
