@@ -62,15 +62,6 @@ impl Identity {
             self.addr = valid_addr(laddr);
         }
     }
-
-    /// The short name used in logs and per-backend report keys.
-    pub fn short(&self) -> &str {
-        if self.is_known() {
-            &self.run_id[..12]
-        } else {
-            &self.addr
-        }
-    }
 }
 
 fn valid_run_id(v: &str) -> String {

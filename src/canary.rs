@@ -316,7 +316,6 @@ impl TargetState {
         let m = self.metrics.op(op);
         let policy = &self.settings.retry;
         let mut may_have_applied = false;
-        let mut last = ResultKind::Error;
         for n in 0..=policy.max_retries {
             if n > 0 {
                 m.retries.inc();
@@ -337,12 +336,12 @@ impl TargetState {
                         slot.conn = Some(conn);
                     }
                     Err(e) => {
-                        last = e.result();
+                        let result = e.result();
                         pool.put(slot, permit);
                         let observed_us = self.clock.now_us();
-                        self.try_failed(op, sent_us, observed_us, last, &e);
-                        self.connect_failed(tries, sent_us, observed_us, last);
-                        if !last.is_retryable() {
+                        self.try_failed(op, sent_us, observed_us, result, &e);
+                        self.connect_failed(tries, sent_us, observed_us, result);
+                        if !result.is_retryable() {
                             break;
                         }
                         if !self.backoff(n, shutdown).await {
@@ -369,20 +368,19 @@ impl TargetState {
                         observed_us: a.observed_us,
                         backend: Some(backend),
                         may_have_applied,
-                        last: ResultKind::Ok,
                     });
                 }
                 Err(e) => {
-                    last = e.result();
+                    let result = e.result();
                     may_have_applied |= e.may_have_applied();
-                    if last.drops_connection() || e.may_have_applied() {
+                    if result.drops_connection() || e.may_have_applied() {
                         if e.is_peer_close() {
                             self.metrics.kind(Kind::Pool).drops.inc();
                         }
                         slot.conn = None;
                     }
                     pool.put(slot, permit);
-                    if !last.is_retryable() {
+                    if !result.is_retryable() {
                         break;
                     }
                 }
@@ -398,7 +396,6 @@ impl TargetState {
             observed_us: self.clock.now_us(),
             backend: None,
             may_have_applied,
-            last,
         })
     }
 
@@ -854,7 +851,6 @@ pub struct Finished {
     pub observed_us: u64,
     pub backend: Option<Arc<Identity>>,
     pub may_have_applied: bool,
-    pub last: ResultKind,
 }
 
 /// One connection slot of a loop's pool: the connection, and which backend it last reached

@@ -61,11 +61,6 @@ impl Episodes {
         self.open.is_some()
     }
 
-    /// Start of the open episode.
-    pub fn open_since_us(&self) -> Option<u64> {
-        self.open.map(|(s, _)| s)
-    }
-
     /// An attempt of `op` sent at `sent_us` failed with `result`, seen at `observed_us`.
     /// Returns the episode it started, if it started one.
     pub fn failure(
@@ -220,6 +215,5 @@ mod tests {
         let mut e = Episodes::default();
         assert!(e.success(Op::Write, 1, 2).is_none());
         assert!(!e.is_open());
-        assert_eq!(e.open_since_us(), None);
     }
 }
