@@ -563,3 +563,29 @@ url = "{url}"
     assert_eq!(m.sum(CONNECTS, &[t("unverified"), ("result", "ok")]), 0.0);
     assert_eq!(m.sum(DISRUPTED, &[t("unverified")]), 1.0);
 }
+
+#[test]
+fn cleanup_deletes_the_canarys_own_keys_on_sigterm_and_nothing_else() {
+    let redis = RedisServer::start(&[]);
+    let mut c = redis.client();
+    c.call(&["SET", "someone-elses-key", "precious"]).unwrap();
+    let config = format!(
+        "cleanup = true\n{}",
+        one_target_config("a", &redis.url(), "")
+    );
+    let mut canary = Canary::start(&config);
+    wait_until("some keys written", Duration::from_secs(10), || {
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
+            >= 20.0
+    });
+    let (status, _) = canary.terminate(Duration::from_secs(6));
+    assert!(status.success());
+    assert_eq!(
+        c.call(&["DBSIZE"]).unwrap(),
+        "1",
+        "only the foreign key remains"
+    );
+    assert_eq!(c.call(&["GET", "someone-elses-key"]).unwrap(), "precious");
+}
