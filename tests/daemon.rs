@@ -589,3 +589,45 @@ fn cleanup_deletes_the_canarys_own_keys_on_sigterm_and_nothing_else() {
     );
     assert_eq!(c.call(&["GET", "someone-elses-key"]).unwrap(), "precious");
 }
+
+#[test]
+fn ticks_are_skipped_and_counted_only_when_the_pending_set_is_full() {
+    let mut redis = RedisServer::start(&[]);
+    // One connection and no retries: the pending set holds a single operation.
+    let canary = Canary::start(&one_target_config(
+        "a",
+        &redis.url(),
+        "connections = 1\nretry = { max_retries = 0 }",
+    ));
+    wait_until("some successful writes", Duration::from_secs(10), || {
+        canary
+            .metrics()
+            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
+            >= 10.0
+    });
+    assert_eq!(
+        canary
+            .metrics()
+            .sum("redis_canary_skipped_ticks_total", &[t("a")]),
+        0.0
+    );
+    redis.pause();
+    // Each attempt now waits out the 300 ms response timeout while ticks come every 50 ms.
+    wait_until(
+        "skipped ticks and a timed-out write",
+        Duration::from_secs(10),
+        || {
+            let m = canary.metrics();
+            m.sum(
+                "redis_canary_skipped_ticks_total",
+                &[t("a"), ("op", "write")],
+            ) >= 5.0
+                && m.sum(OPS, &[t("a"), ("op", "write"), ("outcome", "failed")]) >= 1.0
+        },
+    );
+    redis.resume();
+    let m = canary.metrics();
+    // The one pending write timed out once and was not retried.
+    assert_eq!(m.sum("redis_canary_retries_total", &[t("a")]), 0.0);
+    assert!(m.sum(ATTEMPTS, &[t("a"), ("op", "write"), ("result", "timeout")]) >= 1.0);
+}
