@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -608,4 +609,365 @@ url = "{url}"
 /// Reads a file in full (empty when missing).
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+// =====================================================================================
+// Observability kit fixtures (used by tests/observability.rs): real `prometheus` and
+// `prometheus-alertmanager` processes on loopback, the Prometheus HTTP API, and a
+// webhook receiver that records what Alertmanager sends. Like the fixtures above, every
+// process is killed and reaped on drop and its log printed when a test fails.
+// =====================================================================================
+
+/// Percent-encodes `s` for a URL query string (everything but RFC 3986 unreserved).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Starts `bin` with `args`, its stdout and stderr in `log`; panics with `hint` if it
+/// cannot be started.
+fn spawn_logged(bin: &str, args: &[String], log: &Path, hint: &str) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    let err = file.try_clone().expect("log file handle");
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin} failed ({e}); {hint}"))
+}
+
+/// Polls `GET /-/ready` on `port` until it answers 200, panicking with the log if the
+/// process exits first or `within` passes.
+fn wait_ready(what: &str, port: u16, child: &mut Child, log: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}:\n{}", read(log));
+        }
+        if matches!(http_get(port, "/-/ready", None), Ok((200, _))) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not ready after {within:?}:\n{}", read(log));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_and_reap(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A real Prometheus server (`/usr/bin/prometheus` from Debian's `prometheus` package;
+/// `PROMETHEUS_BIN` overrides) with its TSDB in a temp dir.
+pub struct Prometheus {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (YAML) as its configuration and waits until ready.
+    pub fn start(config: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("writing prometheus.yml");
+        let port = free_port();
+        let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+        let args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=info".into(),
+        ];
+        let log = dir.path().join("prometheus.log");
+        let mut child = spawn_logged(&bin, &args, &log, "is it installed? scripts/install-deps");
+        wait_ready(
+            "prometheus",
+            port,
+            &mut child,
+            &log,
+            Duration::from_secs(30),
+        );
+        Prometheus {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("prometheus.log"))
+    }
+
+    /// GET an API path (with its query string); returns `data` of a successful answer.
+    pub fn api(&self, path_and_query: &str) -> serde_json::Value {
+        let (status, body) = http_get(self.port, path_and_query, None)
+            .unwrap_or_else(|e| panic!("GET {path_and_query} from prometheus: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("prometheus answered non-JSON ({e}): {body}"));
+        assert!(
+            status == 200 && v["status"] == "success",
+            "prometheus {path_and_query} answered {status}: {body}"
+        );
+        v["data"].clone()
+    }
+
+    /// An instant query at the current time; returns the result vector.
+    pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let data = self.api(&format!("/api/v1/query?query={}", url_encode(expr)));
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A range query (Unix seconds, step such as "1s"); returns the result matrix.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: &str,
+    ) -> Vec<serde_json::Value> {
+        let data = self.api(&format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            url_encode(expr)
+        ));
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Alerts Prometheus currently holds (pending or firing).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.api("/api/v1/alerts")["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- prometheus :{} log ---\n{}", self.port, self.log());
+        }
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// A real Alertmanager (`/usr/bin/prometheus-alertmanager` from Debian's
+/// `prometheus-alertmanager`; `ALERTMANAGER_BIN` overrides), clustering disabled.
+pub struct Alertmanager {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config` (YAML) and waits until ready.
+    pub fn start(config: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&config_path, config).expect("writing alertmanager.yml");
+        let port = free_port();
+        let bin =
+            std::env::var("ALERTMANAGER_BIN").unwrap_or_else(|_| "prometheus-alertmanager".into());
+        let args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            // Empty: no gossip listener, a single stand-alone instance.
+            "--cluster.listen-address=".into(),
+            "--log.level=info".into(),
+        ];
+        let log = dir.path().join("alertmanager.log");
+        let mut child = spawn_logged(&bin, &args, &log, "is it installed? scripts/install-deps");
+        wait_ready(
+            "alertmanager",
+            port,
+            &mut child,
+            &log,
+            Duration::from_secs(30),
+        );
+        Alertmanager {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("alertmanager.log"))
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- alertmanager :{} log ---\n{}", self.port, self.log());
+        }
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// One notification Alertmanager posted to the [`Webhook`], with its arrival time.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub at: Instant,
+    pub body: serde_json::Value,
+}
+
+/// A webhook receiver on a loopback port: a thread that accepts HTTP POSTs, answers 200
+/// and records each JSON body.
+pub struct Webhook {
+    pub port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Notification>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the webhook");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("webhook address").port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rx, st) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(body) = Self::serve(stream) {
+                            // Kept as a JSON string when it does not parse, so that
+                            // wait_for's failure message shows it.
+                            let body = serde_json::from_str(&body)
+                                .unwrap_or(serde_json::Value::String(body));
+                            rx.lock().expect("webhook lock").push(Notification {
+                                at: Instant::now(),
+                                body,
+                            });
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => {
+                        eprintln!("webhook: accept failed, receiver stops: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        Webhook {
+            port,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Reads one request (Content-Length body) and answers 200; returns the body.
+    fn serve(mut stream: TcpStream) -> Option<String> {
+        stream.set_nonblocking(false).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut length = 0usize;
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).ok()?;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().ok()?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        request_line
+            .starts_with("POST")
+            .then(|| String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Every notification received so far.
+    pub fn received(&self) -> Vec<Notification> {
+        self.received.lock().expect("webhook lock").clone()
+    }
+
+    /// Waits (at most `within`) for a notification holding an alert named `alertname`
+    /// whose labels include `labels` and whose status is `status` ("firing" or
+    /// "resolved"); returns when it arrived.
+    pub fn wait_for(
+        &self,
+        alertname: &str,
+        labels: &[(&str, &str)],
+        status: &str,
+        within: Duration,
+    ) -> Instant {
+        let mut at = None;
+        let what = format!("alertmanager to post {alertname} {labels:?} {status}");
+        let deadline = Instant::now() + within;
+        while at.is_none() {
+            at = self.received().into_iter().find_map(|n| {
+                let alerts = n.body["alerts"].as_array()?;
+                alerts
+                    .iter()
+                    .any(|a| {
+                        a["status"] == status
+                            && a["labels"]["alertname"] == alertname
+                            && labels.iter().all(|(k, v)| a["labels"][*k] == *v)
+                    })
+                    .then_some(n.at)
+            });
+            if at.is_none() && Instant::now() > deadline {
+                let got: Vec<String> = self
+                    .received()
+                    .iter()
+                    .flat_map(|n| n.body["alerts"].as_array().cloned().unwrap_or_default())
+                    .map(|a| {
+                        format!(
+                            "{} {} {}",
+                            a["labels"]["alertname"], a["labels"]["target"], a["status"]
+                        )
+                    })
+                    .collect();
+                panic!("timed out after {within:?} waiting for {what}; received: {got:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        at.expect("found")
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
