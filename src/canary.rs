@@ -106,6 +106,17 @@ impl TargetState {
         for op in Op::ALL {
             tm.op(*op).last_success.set(start);
         }
+        // Node series exist from startup like every other closed label set; `node_up`
+        // stays 0 until the node has answered.
+        for node in &nodes {
+            let label = NodeLabels {
+                target: target.name.clone(),
+                node: node.host_port(),
+            };
+            tm.node_up.get_or_create(&label).set(0);
+            drop(tm.replication_delay.get_or_create(&label));
+            drop(tm.replication_timeouts.get_or_create(&label));
+        }
         TargetState {
             name: target.name.clone(),
             url_display: target.url.to_string(),

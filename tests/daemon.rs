@@ -506,6 +506,13 @@ fn replication_to_a_direct_node_is_measured_and_a_dead_node_is_down() {
         &format!(r#"nodes = ["{}"]"#, replica.url()),
     ));
     let node_labels = [t("a"), ("node", node.as_str())];
+    // The node's series exist from startup, before anything happened.
+    let first = canary.metrics();
+    assert_eq!(
+        first.count("redis_canary_replication_timeouts_total", &node_labels),
+        1
+    );
+    assert_eq!(first.count("redis_canary_node_up", &node_labels), 1);
     wait_until("replication delays", Duration::from_secs(20), || {
         canary
             .metrics()
