@@ -163,3 +163,60 @@ fn failed_operations_are_always_traced_and_their_trace_ids_become_exemplars() {
         "{exemplar}"
     );
 }
+
+#[test]
+fn prometheus_with_exemplar_storage_returns_the_trace_ids_of_failed_operations() {
+    let mut redis = RedisServer::start(&[]);
+    let receiver = Receiver::start();
+    let canary = Canary::start(&config(&redis.url(), &receiver, 0.0));
+    let prometheus = Prometheus::start_with_flags(
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: redis-canary\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            canary.port
+        ),
+        &["--enable-feature=exemplar-storage"],
+    );
+    redis.kill();
+    wait_until("failed operations", Duration::from_secs(30), || {
+        canary
+            .metrics()
+            .sum("redis_canary_operations_total", &[("outcome", "failed")])
+            >= 1.0
+    });
+    let mut exemplars = Vec::new();
+    wait_until("exemplars in Prometheus", Duration::from_secs(60), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let data = prometheus.api(&format!(
+            "/api/v1/query_exemplars?query={}&start={:.3}&end={:.3}",
+            url_encode("redis_canary_operation_duration_seconds_bucket"),
+            now - 300.0,
+            now + 1.0
+        ));
+        exemplars = data.as_array().cloned().unwrap_or_default();
+        !exemplars.is_empty()
+    });
+    let trace_id = exemplars[0]["exemplars"][0]["labels"]["trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(trace_id.len(), 32, "{exemplars:?}");
+    // ...and that trace was exported: its id is in the spans the receiver got (as bytes).
+    let id_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    wait_until(
+        "the exemplar's trace among the exported spans",
+        Duration::from_secs(20),
+        || {
+            receiver
+                .bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.windows(16).any(|w| w == id_bytes.as_slice()))
+        },
+    );
+}

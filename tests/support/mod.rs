@@ -682,6 +682,11 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `config` (YAML) as its configuration and waits until ready.
     pub fn start(config: &str) -> Prometheus {
+        Self::start_with_flags(config, &[])
+    }
+
+    /// Like [`Prometheus::start`], with extra command-line flags (e.g. feature flags).
+    pub fn start_with_flags(config: &str, flags: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("writing prometheus.yml");
@@ -692,7 +697,10 @@ impl Prometheus {
             format!("--storage.tsdb.path={}", dir.path().join("data").display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--log.level=info".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(flags.iter().map(|f| f.to_string()))
+        .collect::<Vec<_>>();
         let log = dir.path().join("prometheus.log");
         let mut child = spawn_logged(&bin, &args, &log, "is it installed? scripts/install-deps");
         wait_ready(
