@@ -5,7 +5,6 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
