@@ -74,6 +74,26 @@ pub struct TargetState {
 /// The tries of one operation, kept only while tracing is on (`None` costs nothing).
 type Tries = Option<Vec<TryRecord>>;
 
+/// A command to send, what reply counts as success, and how often to retry it.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    args: &'a [&'a [u8]],
+    accept: fn(&Reply) -> bool,
+    max_retries: u32,
+}
+
+/// Why a write or read is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// A scheduled operation, with retries, counted in `operations_total`.
+    Operation,
+    /// One attempt in place of a skipped tick: no retries, not an operation (the tick is
+    /// counted in `skipped_ticks_total`), but its attempt counts and it ends the op's
+    /// failing state when it succeeds. Without it, a full pending set would leave the
+    /// recovery unseen until the next backoff step, up to seconds late.
+    Sentinel,
+}
+
 /// What every target of a process shares.
 pub struct Shared<'a> {
     pub instance: &'a str,
@@ -319,15 +339,18 @@ impl TargetState {
         &self,
         pool: &Pool,
         op: Op,
-        args: &[&[u8]],
-        accept: fn(&Reply) -> bool,
+        req: Request<'_>,
         tries: &mut Tries,
         shutdown: &mut Shutdown,
     ) -> Option<Finished> {
+        let Request {
+            args,
+            accept,
+            max_retries,
+        } = req;
         let m = self.metrics.op(op);
-        let policy = &self.settings.retry;
         let mut may_have_applied = false;
-        for n in 0..=policy.max_retries {
+        for n in 0..=max_retries {
             if n > 0 {
                 m.retries.inc();
             }
@@ -352,7 +375,7 @@ impl TargetState {
                         let observed_us = self.clock.now_us();
                         self.try_failed(op, sent_us, observed_us, result, &e);
                         self.connect_failed(tries, sent_us, observed_us, result);
-                        if !result.is_retryable() {
+                        if !result.is_retryable() || n >= max_retries {
                             break;
                         }
                         if !self.backoff(n, shutdown).await {
@@ -396,7 +419,7 @@ impl TargetState {
                     }
                 }
             }
-            if n < policy.max_retries && !self.backoff(n, shutdown).await {
+            if n < max_retries && !self.backoff(n, shutdown).await {
                 return None;
             }
         }
@@ -470,8 +493,19 @@ impl TargetState {
     }
 
     /// Fresh bookkeeping of tries for one operation: a list while tracing is on.
-    fn new_tries(&self) -> Tries {
-        self.tracing.as_ref().map(|_| Vec::with_capacity(2))
+    fn new_tries(&self, run: Run) -> Tries {
+        match run {
+            Run::Operation => self.tracing.as_ref().map(|_| Vec::with_capacity(2)),
+            Run::Sentinel => None,
+        }
+    }
+
+    /// Retries allowed: the policy's for an operation, none for a sentinel.
+    fn retries(&self, run: Run) -> u32 {
+        match run {
+            Run::Operation => self.settings.retry.max_retries,
+            Run::Sentinel => 0,
+        }
     }
 
     /// Notes a failed connect among an operation's tries (for its span).
@@ -538,7 +572,13 @@ impl TargetState {
     }
 
     /// One write: the next sequence number to its key, `SET key value PX ttl`.
-    pub async fn write_once(&self, pool: &Pool, scheduled: Instant, shutdown: &mut Shutdown) {
+    pub async fn write_once(
+        &self,
+        pool: &Pool,
+        scheduled: Instant,
+        run: Run,
+        shutdown: &mut Shutdown,
+    ) {
         let ticket = self.lock_ledger().begin_write(self.clock.now_us());
         let key = self.key(ticket.key_index);
         let mut value = Vec::with_capacity(self.settings.value_size);
@@ -551,16 +591,28 @@ impl TargetState {
         }
         .encode_into(self.settings.value_size, &mut value);
         let args: [&[u8]; 5] = [b"SET", &key, &value, b"PX", &self.ttl_ms];
-        let mut tries = self.new_tries();
+        let mut tries = self.new_tries(run);
         let Some(f) = self
-            .execute(pool, Op::Write, &args, is_ok_status, &mut tries, shutdown)
+            .execute(
+                pool,
+                Op::Write,
+                Request {
+                    args: &args,
+                    accept: is_ok_status,
+                    max_retries: self.retries(run),
+                },
+                &mut tries,
+                shutdown,
+            )
             .await
         else {
             self.lock_ledger().write_unknown(ticket);
             return;
         };
         self.record_write(ticket, &f);
-        self.finish(Op::Write, scheduled, f.outcome, tries, "SET");
+        if run == Run::Operation {
+            self.finish(Op::Write, scheduled, f.outcome, tries, "SET");
+        }
     }
 
     fn record_write(&self, ticket: WriteTicket, f: &Finished) {
@@ -594,7 +646,13 @@ impl TargetState {
     }
 
     /// One read: `GET` a key with an acknowledged write and judge the value.
-    pub async fn read_once(&self, pool: &Pool, scheduled: Instant, shutdown: &mut Shutdown) {
+    pub async fn read_once(
+        &self,
+        pool: &Pool,
+        scheduled: Instant,
+        run: Run,
+        shutdown: &mut Shutdown,
+    ) {
         // With nothing acknowledged yet (a read-only target, or a target down since start)
         // key 0 is read anyway: read availability is measured even when writes fail.
         let index = self
@@ -603,13 +661,26 @@ impl TargetState {
             .unwrap_or(0);
         let key = self.key(index);
         let args: [&[u8]; 2] = [b"GET", &key];
-        let mut tries = self.new_tries();
+        let mut tries = self.new_tries(run);
         let Some(f) = self
-            .execute(pool, Op::Read, &args, is_bulk, &mut tries, shutdown)
+            .execute(
+                pool,
+                Op::Read,
+                Request {
+                    args: &args,
+                    accept: is_bulk,
+                    max_retries: self.retries(run),
+                },
+                &mut tries,
+                shutdown,
+            )
             .await
         else {
             return;
         };
+        if run == Run::Sentinel {
+            return;
+        }
         if let Some(Reply::Bulk(value)) = &f.reply {
             let verdict = self
                 .lock_ledger()
@@ -652,7 +723,7 @@ impl TargetState {
     /// the newest key acknowledged at least `stale_grace` ago, close. No retries: it shows
     /// what a client that connects right now meets, e.g. a dead backend still in rotation.
     pub async fn probe_once(&self, scheduled: Instant) {
-        let mut tries = self.new_tries();
+        let mut tries = self.new_tries(Run::Operation);
         let sent_us = self.clock.now_us();
         let outcome = match self.connect(Kind::Probe).await {
             Err(e) => {
@@ -950,11 +1021,19 @@ pub async fn run_loop(t: Arc<TargetState>, op: Op, phase: Duration, shutdown: Sh
     pool.close_all(Duration::from_millis(200)).await;
 }
 
-async fn run_op(t: &TargetState, pool: &Pool, op: Op, scheduled: Instant, shutdown: &mut Shutdown) {
+async fn run_op(
+    t: &TargetState,
+    pool: &Pool,
+    op: Op,
+    scheduled: Instant,
+    run: Run,
+    shutdown: &mut Shutdown,
+) {
     match op {
-        Op::Write => t.write_once(pool, scheduled, shutdown).await,
-        Op::Read => t.read_once(pool, scheduled, shutdown).await,
-        Op::Probe => t.probe_once(scheduled).await,
+        Op::Write => t.write_once(pool, scheduled, run, shutdown).await,
+        Op::Read => t.read_once(pool, scheduled, run, shutdown).await,
+        Op::Probe if run == Run::Operation => t.probe_once(scheduled).await,
+        Op::Probe => {}
     }
 }
 
@@ -1004,6 +1083,7 @@ async fn open_loop(
     let s = &t.settings;
     let period = Duration::from_secs_f64(1.0 / rate);
     let pending = Arc::new(Semaphore::new(pending_cap));
+    let sentinel_busy = Arc::new(AtomicBool::new(false));
     let start = tokio::time::Instant::now() + phase;
     let mut ticks = tokio::time::interval_at(start, period);
     // Burst: a late tick still fires, and is measured from when it was due.
@@ -1017,13 +1097,26 @@ async fn open_loop(
             Ok(permit) => {
                 let (t, pool, mut shutdown) = (t.clone(), pool.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    run_op(&t, &pool, op, scheduled, &mut shutdown).await;
+                    run_op(&t, &pool, op, scheduled, Run::Operation, &mut shutdown).await;
                     drop(permit);
                 });
             }
             Err(_) => {
                 t.metrics.op(op).skipped_ticks.inc();
                 t.with_stats(|st| st.skipped(op));
+                // One sentinel at a time keeps watching for the recovery.
+                if !sentinel_busy.swap(true, Ordering::AcqRel) {
+                    let (t, pool, busy, mut shutdown) = (
+                        t.clone(),
+                        pool.clone(),
+                        sentinel_busy.clone(),
+                        shutdown.clone(),
+                    );
+                    tokio::spawn(async move {
+                        run_op(&t, &pool, op, scheduled, Run::Sentinel, &mut shutdown).await;
+                        busy.store(false, Ordering::Release);
+                    });
+                }
             }
         }
     }
@@ -1039,7 +1132,7 @@ async fn closed_loop(t: &Arc<TargetState>, pool: &Arc<Pool>, op: Op, shutdown: S
             let (t, pool, mut shutdown) = (t.clone(), pool.clone(), shutdown.clone());
             tokio::spawn(async move {
                 while !shutdown.is_triggered() {
-                    run_op(&t, &pool, op, Instant::now(), &mut shutdown).await;
+                    run_op(&t, &pool, op, Instant::now(), Run::Operation, &mut shutdown).await;
                 }
             })
         })

@@ -102,8 +102,10 @@ fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() 
     assert_eq!(m.sum(DISRUPTED, &[t("a")]), 0.0);
     let measured = m.sum(EPISODE_SUM, &[t("a")]);
     eprintln!("outage {outage:.3} s, episode {measured:.3} s");
+    // The pending set fills within a second; a sentinel attempt on each skipped tick sees
+    // the recovery within a tick instead of at the next backoff step.
     assert!(
-        measured > outage - 0.5 && measured < outage + 1.5,
+        measured > outage - 0.5 && measured < outage + 0.5,
         "episode {measured:.3} s for an outage of {outage:.3} s"
     );
     let rescued_or_lost = m.sum(OPS, &[t("a"), ("outcome", "recovered")])
@@ -150,7 +152,7 @@ fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
     let measured = m.sum(EPISODE_SUM, &[t("a")]);
     eprintln!("stall {stall:.3} s, episode {measured:.3} s");
     assert!(
-        measured > stall - 0.6 && measured < stall + 1.5,
+        measured > stall - 0.6 && measured < stall + 0.5,
         "episode {measured:.3} s for a stall of {stall:.3} s"
     );
     // Queued writes executed after SIGCONT are fine: nothing stale or corrupt.
@@ -408,7 +410,12 @@ fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_i
     });
     let m = canary.metrics();
     assert_eq!(m.sum(DISRUPTIONS, &[t("a")]), 1.0);
-    assert!(m.sum(OPS, &[t("a"), ("outcome", "recovered")]) > 0.0);
+    // Operations caught by the load were retried: rescued, or failed if it outlasted the
+    // retries (its length varies with the machine).
+    let affected = m.sum(OPS, &[t("a"), ("outcome", "recovered")])
+        + m.sum(OPS, &[t("a"), ("outcome", "failed")]);
+    assert!(affected > 0.0);
+    assert!(m.sum("redis_canary_retries_total", &[t("a")]) > 0.0);
     // The snapshot held every acknowledged write: nothing lost, nothing stale.
     for verdict in ["stale", "missing", "corrupt"] {
         assert_eq!(
