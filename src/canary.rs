@@ -316,6 +316,10 @@ impl TargetState {
         let started = Instant::now();
         let result = Conn::open(&self.endpoint).await;
         km.connect_duration.observe(started.elapsed().as_secs_f64());
+        let class = result
+            .as_ref()
+            .map_or_else(ConnError::result, |_| ResultKind::Ok);
+        self.with_stats(|s| s.connect(kind, class));
         match &result {
             Ok(conn) => {
                 km.connect(ResultKind::Ok).inc();
@@ -799,12 +803,11 @@ impl TargetState {
                 let started = Instant::now();
                 let opened = Conn::open(node).await;
                 km.connect_duration.observe(started.elapsed().as_secs_f64());
-                km.connect(
-                    opened
-                        .as_ref()
-                        .map_or_else(ConnError::result, |_| ResultKind::Ok),
-                )
-                .inc();
+                let class = opened
+                    .as_ref()
+                    .map_or_else(ConnError::result, |_| ResultKind::Ok);
+                km.connect(class).inc();
+                self.with_stats(|s| s.connect(Kind::Node, class));
                 match opened {
                     Ok(c) => {
                         let now = self.clock.now_us();

@@ -191,6 +191,13 @@ pub fn report(
             "reads_by_backend": stats.reads_by_backend.iter()
                 .map(|(b, v)| (b.clone(), verdicts_json(v)))
                 .collect::<serde_json::Map<_, _>>(),
+            "connects": crate::op::Kind::ALL.iter().map(|k| {
+                let by_result = stats.connects.iter()
+                    .filter(|((kind, _), _)| kind == k)
+                    .map(|((_, r), n)| (r.as_str().to_string(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>();
+                (k.as_str().to_string(), Value::Object(by_result))
+            }).collect::<serde_json::Map<_, _>>(),
             "replication": stats.replication.iter().map(|(node, (h, timeouts))| {
                 let q = |q: f64| (!h.is_empty()).then(|| secs(h.value_at_quantile(q)));
                 (node.clone(), json!({
@@ -307,6 +314,21 @@ fn write_summary(out: &mut String, name: &str, s: &Stats, judgements: &[Judgemen
             "none".into()
         } else {
             failed_attempts.join(" ")
+        }
+    );
+    let failed_connects: Vec<String> = s
+        .connects
+        .iter()
+        .filter(|((_, r), _)| *r != ResultKind::Ok)
+        .map(|((k, r), n)| format!("{k}/{r}={n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "failed connects: {}",
+        if failed_connects.is_empty() {
+            "none".into()
+        } else {
+            failed_connects.join(" ")
         }
     );
     let verdicts: Vec<String> = s

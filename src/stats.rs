@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Slo;
 use crate::episode::Ended;
 use crate::ledger::Verdict;
-use crate::op::{Op, Outcome};
+use crate::op::{Kind, Op, Outcome};
 
 /// Episodes kept per target; past this only a count is kept (DESIGN §7).
 pub const MAX_EPISODES: usize = 1000;
@@ -73,6 +73,9 @@ pub struct Stats {
     pub reads_by_backend: BTreeMap<String, BTreeMap<Verdict, u64>>,
     pub episodes: Vec<EpisodeRecord>,
     pub episodes_dropped: u64,
+    /// Connects per kind (pool, probe, node) and result: failures behind a proxy show up
+    /// here rather than as attempts.
+    pub connects: BTreeMap<(Kind, ResultKind), u64>,
     /// Per direct node: replication delays, and how many writes never showed in time.
     pub replication: BTreeMap<String, (Histogram<u64>, u64)>,
 }
@@ -88,6 +91,7 @@ impl Stats {
             episodes: Vec::new(),
             episodes_dropped: 0,
             replication: BTreeMap::new(),
+            connects: BTreeMap::new(),
         }
     }
 
@@ -101,6 +105,10 @@ impl Stats {
         let s = &mut self.ops[op.index()];
         s.outcomes[outcome as usize] += 1;
         s.operation_us.saturating_record(took.as_micros() as u64);
+    }
+
+    pub fn connect(&mut self, kind: Kind, result: ResultKind) {
+        *self.connects.entry((kind, result)).or_default() += 1;
     }
 
     pub fn skipped(&mut self, op: Op) {

@@ -281,5 +281,8 @@ fn a_soak_against_a_dead_target_fails_naming_the_broken_slos() {
     let episodes = t["episodes"].as_array().unwrap();
     assert_eq!(episodes.len(), 1);
     assert!(episodes[0]["results"]["refused"].as_u64().unwrap() > 0);
+    // Connect failures are counted where they happen: no connection, no attempt.
+    assert!(t["connects"]["pool"]["refused"].as_u64().unwrap() > 0);
+    assert_eq!(t["attempts"]["write"]["refused"], 0);
     assert!(stdout(&o).contains("verdict: FAIL"));
 }
