@@ -6,20 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::names::*;
 use support::*;
-
-const OPS: &str = "redis_canary_operations_total";
-const ATTEMPTS: &str = "redis_canary_attempts_total";
-const READS: &str = "redis_canary_reads_total";
-const DISRUPTIONS: &str = "redis_canary_disruptions_total";
-const DISRUPTED: &str = "redis_canary_disrupted";
-const EPISODE_SUM: &str = "redis_canary_disruption_duration_seconds_sum";
-const EPISODE_COUNT: &str = "redis_canary_disruption_duration_seconds_count";
-const CONNECTS: &str = "redis_canary_connects_total";
-
-fn t(name: &str) -> (&'static str, &str) {
-    ("target", name)
-}
 
 #[test]
 fn a_healthy_target_reads_all_fresh_and_retries_nothing() {

@@ -10,25 +10,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::names::*;
 use support::topology::*;
 use support::*;
-
-const OPS: &str = "redis_canary_operations_total";
-const ATTEMPTS: &str = "redis_canary_attempts_total";
-const RETRIES: &str = "redis_canary_retries_total";
-const READS: &str = "redis_canary_reads_total";
-const DISRUPTIONS: &str = "redis_canary_disruptions_total";
-const DISRUPTED: &str = "redis_canary_disrupted";
-const EPISODE_SUM: &str = "redis_canary_disruption_duration_seconds_sum";
-const EPISODE_COUNT: &str = "redis_canary_disruption_duration_seconds_count";
-const CONNECTS: &str = "redis_canary_connects_total";
-const DROPS: &str = "redis_canary_connection_drops_total";
-const SWITCHES: &str = "redis_canary_backend_switches_total";
-const RESTARTS: &str = "redis_canary_backend_restarts_total";
-const BACKEND_INFO: &str = "redis_canary_backend_info";
-const NODE_UP: &str = "redis_canary_node_up";
-const ATTEMPT_BUCKET: &str = "redis_canary_attempt_duration_seconds_bucket";
-const ATTEMPT_COUNT: &str = "redis_canary_attempt_duration_seconds_count";
 
 const RESULTS: [&str; 12] = [
     "ok",
@@ -45,10 +29,6 @@ const RESULTS: [&str; 12] = [
     "error",
 ];
 const VERDICTS: [&str; 5] = ["fresh", "lagging", "stale", "missing", "corrupt"];
-
-fn t(name: &str) -> (&'static str, &str) {
-    ("target", name)
-}
 
 /// A canary config: fast defaults (20 writes and 20 reads a second, 100 keys, short
 /// timeouts, no probe unless a target asks for one), each `key = value` line of `defaults`

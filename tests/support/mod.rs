@@ -14,6 +14,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Metric names the tests read, as exported (DESIGN §6).
+pub mod names {
+    pub const OPS: &str = "redis_canary_operations_total";
+    pub const ATTEMPTS: &str = "redis_canary_attempts_total";
+    pub const RETRIES: &str = "redis_canary_retries_total";
+    pub const READS: &str = "redis_canary_reads_total";
+    pub const DISRUPTIONS: &str = "redis_canary_disruptions_total";
+    pub const DISRUPTED: &str = "redis_canary_disrupted";
+    pub const EPISODE_SUM: &str = "redis_canary_disruption_duration_seconds_sum";
+    pub const EPISODE_COUNT: &str = "redis_canary_disruption_duration_seconds_count";
+    pub const CONNECTS: &str = "redis_canary_connects_total";
+    pub const DROPS: &str = "redis_canary_connection_drops_total";
+    pub const SWITCHES: &str = "redis_canary_backend_switches_total";
+    pub const RESTARTS: &str = "redis_canary_backend_restarts_total";
+    pub const BACKEND_INFO: &str = "redis_canary_backend_info";
+    pub const NODE_UP: &str = "redis_canary_node_up";
+    pub const ATTEMPT_BUCKET: &str = "redis_canary_attempt_duration_seconds_bucket";
+    pub const ATTEMPT_COUNT: &str = "redis_canary_attempt_duration_seconds_count";
+
+    /// The `target` label pair.
+    pub fn t(name: &str) -> (&'static str, &str) {
+        ("target", name)
+    }
+}
+
 /// A port that was free a moment ago (bound on port 0, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
