@@ -67,12 +67,7 @@ fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
 fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() {
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary
-            .metrics()
-            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
-            >= 10.0
-    });
+    canary.wait_ok("a", "write", 10.0);
     let killed = Instant::now();
     redis.kill();
     wait_until("the canary to notice", Duration::from_secs(5), || {
@@ -119,12 +114,7 @@ fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() 
 fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
-    wait_until("some successful reads", Duration::from_secs(10), || {
-        canary
-            .metrics()
-            .sum(OPS, &[t("a"), ("op", "read"), ("outcome", "ok")])
-            >= 10.0
-    });
+    canary.wait_ok("a", "read", 10.0);
     let stalled = Instant::now();
     redis.pause();
     // The fault: three seconds of SIGSTOP.
@@ -227,12 +217,7 @@ fn writes_to_a_replica_are_readonly_while_its_reads_succeed() {
 fn out_of_memory_is_final_and_never_retried() {
     let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary
-            .metrics()
-            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
-            >= 5.0
-    });
+    canary.wait_ok("a", "write", 5.0);
     redis
         .client()
         .call(&["CONFIG", "SET", "maxmemory", "1"])
@@ -293,9 +278,7 @@ fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
 fn metrics_answer_and_sigterm_exits_quickly_while_the_target_hangs() {
     let mut redis = RedisServer::start(&[]);
     let mut canary = Canary::start(&one_target_config("a", &redis.url(), ""));
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("outcome", "ok")]) >= 5.0
-    });
+    canary.wait_ok("a", "write", 5.0);
     redis.pause();
     wait_until("timeouts while hanging", Duration::from_secs(5), || {
         canary
@@ -376,12 +359,7 @@ fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_i
     ])
     .unwrap();
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary
-            .metrics()
-            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
-            >= 5.0
-    });
+    canary.wait_ok("a", "write", 5.0);
     // DEBUG RELOAD saves, then loads the snapshot again; its own client waits meanwhile.
     let reload = std::thread::spawn(move || c.call(&["DEBUG", "RELOAD"]));
     wait_until("LOADING replies", Duration::from_secs(10), || {
@@ -422,9 +400,7 @@ fn episodes_are_logged_once_when_they_start_and_once_when_they_end_as_json() {
         &["--log-format", "json"],
         &[],
     );
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary.metrics().sum(OPS, &[t("a"), ("outcome", "ok")]) >= 5.0
-    });
+    canary.wait_ok("a", "write", 5.0);
     redis.pause();
     // The fault: one second of SIGSTOP.
     std::thread::sleep(Duration::from_secs(1));
@@ -601,12 +577,7 @@ fn ticks_are_skipped_and_counted_only_when_the_pending_set_is_full() {
         &redis.url(),
         "connections = 1\nretry = { max_retries = 0 }",
     ));
-    wait_until("some successful writes", Duration::from_secs(10), || {
-        canary
-            .metrics()
-            .sum(OPS, &[t("a"), ("op", "write"), ("outcome", "ok")])
-            >= 10.0
-    });
+    canary.wait_ok("a", "write", 10.0);
     assert_eq!(
         canary
             .metrics()

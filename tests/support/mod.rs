@@ -450,6 +450,20 @@ impl Canary {
             .unwrap_or_else(|e| panic!("GET {path} failed: {e}\n{}", self.log()))
     }
 
+    /// Waits until `target` has at least `n` operations of `op` that succeeded at once.
+    pub fn wait_ok(&self, target: &str, op: &str, n: f64) {
+        wait_until(
+            &format!("{n} successful {op}s on {target}"),
+            Duration::from_secs(10),
+            || {
+                self.metrics().sum(
+                    "redis_canary_operations_total",
+                    &[("target", target), ("op", op), ("outcome", "ok")],
+                ) >= n
+            },
+        );
+    }
+
     /// Scrapes and parses `/metrics`.
     pub fn metrics(&self) -> Scrape {
         let (status, body) = self.get("/metrics");
