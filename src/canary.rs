@@ -24,6 +24,9 @@ use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::telemetry::{OperationSpan, Tracing, TryRecord};
 
+/// Fastest probe pace while probes fail: bounds the connects a failing target receives.
+const PROBE_FAST_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How often a write is followed on the direct nodes (DESIGN §2.6).
 const NODE_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -65,6 +68,8 @@ pub struct TargetState {
     pub backends: Mutex<Backends>,
     pub last_error: Mutex<Option<LastError>>,
     last_bad_read_log_us: AtomicU64,
+    /// The last probe failed: probe at the operation pace until one succeeds.
+    probe_failing: AtomicBool,
     /// Soak statistics (latency histograms, episodes), when running `soak`.
     pub stats: Option<Mutex<Stats>>,
     /// Span export, when configured.
@@ -162,6 +167,7 @@ impl TargetState {
             backends: Mutex::new(Backends::default()),
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
+            probe_failing: AtomicBool::new(false),
             stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
             tracing,
         }
@@ -768,6 +774,8 @@ impl TargetState {
                 outcome
             }
         };
+        self.probe_failing
+            .store(outcome == Outcome::Failed, Ordering::Relaxed);
         self.finish(Op::Probe, scheduled, outcome, tries, "PROBE");
     }
 
@@ -1012,10 +1020,7 @@ pub async fn run_loop(t: Arc<TargetState>, op: Op, phase: Duration, shutdown: Sh
         _ => s.connections * (s.retry.max_retries as usize + 1),
     };
     match (op, s.rate) {
-        (Op::Probe, _) => {
-            let rate = 1.0 / s.connect_probe_interval.as_secs_f64();
-            open_loop(&t, &pool, op, rate, phase, pending, shutdown).await
-        }
+        (Op::Probe, _) => probe_loop(&t, phase, pending, shutdown).await,
         (_, Rate::PerSecond(rate)) => {
             open_loop(&t, &pool, op, rate, phase, pending, shutdown).await
         }
@@ -1126,6 +1131,54 @@ async fn open_loop(
     // Let operations in flight end; their attempts are bounded by the response timeout and
     // their backoffs end at shutdown.
     let bound = s.connect_timeout + s.response_timeout;
+    let _ = tokio::time::timeout(bound, pending.acquire_many(pending_cap as u32)).await;
+}
+
+/// The probe's timetable: every `connect_probe_interval`, but while the last probe failed
+/// at the pace of the target's operations (at most every 100 ms), so that the end of an
+/// outage is seen within a tick, not up to a whole probe interval late. The schedule is
+/// still fixed in advance: latency counts from the scheduled start.
+async fn probe_loop(
+    t: &Arc<TargetState>,
+    phase: Duration,
+    pending_cap: usize,
+    mut shutdown: Shutdown,
+) {
+    let slow = t.settings.connect_probe_interval;
+    let fast = match t.settings.rate {
+        Rate::PerSecond(r) => Duration::from_secs_f64(1.0 / r),
+        Rate::Max => Duration::ZERO,
+    }
+    .max(PROBE_FAST_INTERVAL)
+    .min(slow);
+    let pending = Arc::new(Semaphore::new(pending_cap));
+    let mut next = tokio::time::Instant::now() + phase;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.wait() => break,
+        }
+        let scheduled = next.into_std();
+        match pending.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    t.probe_once(scheduled).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                t.metrics.op(Op::Probe).skipped_ticks.inc();
+                t.with_stats(|st| st.skipped(Op::Probe));
+            }
+        }
+        next += if t.probe_failing.load(Ordering::Relaxed) {
+            fast
+        } else {
+            slow
+        };
+    }
+    let bound = t.settings.connect_timeout + t.settings.response_timeout;
     let _ = tokio::time::timeout(bound, pending.acquire_many(pending_cap as u32)).await;
 }
 
