@@ -24,6 +24,15 @@ import threading
 import time
 
 
+def shut_both(src: socket.socket, dst: socket.socket) -> None:
+    """Ends both directions of a proxied pair; errors mean it is already gone."""
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def pump_now(src: socket.socket, dst: socket.socket) -> None:
     try:
         while True:
@@ -34,11 +43,7 @@ def pump_now(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_both(src, dst)
 
 
 def pump_delayed(src: socket.socket, dst: socket.socket, delay: float) -> None:
@@ -61,11 +66,7 @@ def pump_delayed(src: socket.socket, dst: socket.socket, delay: float) -> None:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            shut_both(src, dst)
 
     t = threading.Thread(target=sender, daemon=True)
     t.start()

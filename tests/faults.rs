@@ -173,6 +173,30 @@ fn by_backend(target: &serde_json::Value, run_id: &str, verdict: &str) -> (u64, 
     (mine, others)
 }
 
+/// Restarts node 2 with `restart` while the master holds back the full sync for 5 s (as by
+/// default), so the node serves what it restarted with meanwhile; returns its new run_id and
+/// how long it was out of sync. Asserts the fault fitted inside the soak.
+fn restart_node_2_unsynced(
+    topo: &mut Topology,
+    soak: &SoakRun,
+    restart: impl FnOnce(&mut Node),
+) -> (String, f64) {
+    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "5"]);
+    let restarted = Instant::now();
+    restart(&mut topo.nodes[2]);
+    let run_id = topo.nodes[2].run_id();
+    wait_until("node 2 in sync", Duration::from_secs(15), || {
+        topo.nodes[2].in_sync()
+    });
+    let window = secs(restarted.elapsed());
+    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    assert!(
+        soak.remaining() > Duration::from_secs(1),
+        "the fault did not fit in the soak"
+    );
+    (run_id, window)
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -397,22 +421,8 @@ fn a_replica_restarted_empty_behind_round_robin_serves_missing_reads_attributed_
         soak.started.elapsed() >= Duration::from_secs(4)
     });
 
-    // The master waits 5 s before the full sync, as by default: the node serves its empty
-    // dataset meanwhile.
-    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "5"]);
-    let restarted = Instant::now();
-    topo.nodes[2].restart_empty();
-    let run_id = topo.nodes[2].run_id();
-    wait_until("node 2 in sync", Duration::from_secs(15), || {
-        topo.nodes[2].in_sync()
-    });
-    let window = secs(restarted.elapsed());
-    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    let (run_id, window) = restart_node_2_unsynced(&mut topo, &soak, Node::restart_empty);
     let m = soak.metrics();
-    assert!(
-        soak.remaining() > Duration::from_secs(1),
-        "the fault did not fit in the soak"
-    );
     let r = soak.finish(Duration::from_secs(10));
     let lb = r.target("lb");
     let (mine, others) = by_backend(lb, &run_id, "missing");
@@ -463,21 +473,9 @@ fn a_replica_restarted_from_an_old_snapshot_behind_round_robin_serves_stale_read
     // Every key is rewritten (2 s) and that write settles (1 s) after the snapshot.
     std::thread::sleep(Duration::from_secs(4));
 
-    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "5"]);
-    let restarted = Instant::now();
-    topo.nodes[2].restart_from(&snapshot);
     let age = secs(snapshot.taken.elapsed());
-    let run_id = topo.nodes[2].run_id();
-    wait_until("node 2 in sync", Duration::from_secs(15), || {
-        topo.nodes[2].in_sync()
-    });
-    let window = secs(restarted.elapsed());
-    topo.nodes[0].call(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    let (run_id, window) = restart_node_2_unsynced(&mut topo, &soak, |n| n.restart_from(&snapshot));
     let m = soak.metrics();
-    assert!(
-        soak.remaining() > Duration::from_secs(1),
-        "the fault did not fit in the soak"
-    );
     let r = soak.finish(Duration::from_secs(10));
     let lb = r.target("lb");
     let (mine, others) = by_backend(lb, &run_id, "stale");
