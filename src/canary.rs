@@ -2,11 +2,13 @@
 //! `GET` with retries, connects, classification, ledger, episodes and metrics), and the
 //! open-loop timetables that start them (DESIGN §2.1-2.4, §2.7).
 
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::backend::{Backends, Identity};
 use crate::classify::ResultKind;
@@ -1079,6 +1081,32 @@ pub async fn run_nodes(t: Arc<TargetState>, shutdown: Shutdown) {
     }
 }
 
+/// One operation of a loop, owning what it needs: it runs either inside the loop's own task
+/// (no task, no allocation per tick: the common case, one operation in flight) or, while
+/// another is still in flight, in a task of its own. The permit is its place in the pending
+/// set.
+async fn run_owned(
+    t: Arc<TargetState>,
+    pool: Arc<Pool>,
+    op: Op,
+    scheduled: Instant,
+    mut shutdown: Shutdown,
+    permit: OwnedSemaphorePermit,
+) {
+    run_op(&t, &pool, op, scheduled, Run::Operation, &mut shutdown).await;
+    drop(permit);
+}
+
+/// Resolves when the operation in `slot` ends, and empties the slot; pending while empty.
+async fn drive_inline<F: Future<Output = ()>>(mut slot: Pin<&mut Option<F>>) {
+    std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
+        Some(f) => f.poll(cx),
+        None => Poll::Pending,
+    })
+    .await;
+    slot.set(None);
+}
+
 async fn open_loop(
     t: &Arc<TargetState>,
     pool: &Arc<Pool>,
@@ -1086,7 +1114,7 @@ async fn open_loop(
     rate: f64,
     phase: Duration,
     pending_cap: usize,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let s = &t.settings;
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -1096,18 +1124,30 @@ async fn open_loop(
     let mut ticks = tokio::time::interval_at(start, period);
     // Burst: a late tick still fires, and is measured from when it was due.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut stop_rx = shutdown.clone();
+    let mut stop = pin!(stop_rx.wait());
+    let mut inline = pin!(None);
     loop {
         let scheduled = tokio::select! {
             at = ticks.tick() => at.into_std(),
-            _ = shutdown.wait() => break,
+            () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
+            () = &mut stop => break,
         };
         match pending.clone().try_acquire_owned() {
             Ok(permit) => {
-                let (t, pool, mut shutdown) = (t.clone(), pool.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    run_op(&t, &pool, op, scheduled, Run::Operation, &mut shutdown).await;
-                    drop(permit);
-                });
+                let run = run_owned(
+                    t.clone(),
+                    pool.clone(),
+                    op,
+                    scheduled,
+                    shutdown.clone(),
+                    permit,
+                );
+                if inline.is_none() {
+                    inline.set(Some(run));
+                } else {
+                    tokio::spawn(run);
+                }
             }
             Err(_) => {
                 t.metrics.op(op).skipped_ticks.inc();
@@ -1131,19 +1171,26 @@ async fn open_loop(
     // Let operations in flight end; their attempts are bounded by the response timeout and
     // their backoffs end at shutdown.
     let bound = s.connect_timeout + s.response_timeout;
-    let _ = tokio::time::timeout(bound, pending.acquire_many(pending_cap as u32)).await;
+    let _ = tokio::time::timeout(bound, async {
+        if inline.is_some() {
+            drive_inline(inline.as_mut()).await;
+        }
+        let _ = pending.acquire_many(pending_cap as u32).await;
+    })
+    .await;
+}
+
+/// One probe, owning what it needs (see [`run_owned`]).
+async fn probe_owned(t: Arc<TargetState>, scheduled: Instant, permit: OwnedSemaphorePermit) {
+    t.probe_once(scheduled).await;
+    drop(permit);
 }
 
 /// The probe's timetable: every `connect_probe_interval`, but while the last probe failed
 /// at the pace of the target's operations (at most every 100 ms), so that the end of an
 /// outage is seen within a tick, not up to a whole probe interval late. The schedule is
 /// still fixed in advance: latency counts from the scheduled start.
-async fn probe_loop(
-    t: &Arc<TargetState>,
-    phase: Duration,
-    pending_cap: usize,
-    mut shutdown: Shutdown,
-) {
+async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, shutdown: Shutdown) {
     let slow = t.settings.connect_probe_interval;
     let fast = match t.settings.rate {
         Rate::PerSecond(r) => Duration::from_secs_f64(1.0 / r),
@@ -1153,19 +1200,24 @@ async fn probe_loop(
     .min(slow);
     let pending = Arc::new(Semaphore::new(pending_cap));
     let mut next = tokio::time::Instant::now() + phase;
+    let mut stop_rx = shutdown.clone();
+    let mut stop = pin!(stop_rx.wait());
+    let mut inline = pin!(None);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.wait() => break,
+            () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
+            () = &mut stop => break,
         }
         let scheduled = next.into_std();
         match pending.clone().try_acquire_owned() {
             Ok(permit) => {
-                let t = t.clone();
-                tokio::spawn(async move {
-                    t.probe_once(scheduled).await;
-                    drop(permit);
-                });
+                let run = probe_owned(t.clone(), scheduled, permit);
+                if inline.is_none() {
+                    inline.set(Some(run));
+                } else {
+                    tokio::spawn(run);
+                }
             }
             Err(_) => {
                 t.metrics.op(Op::Probe).skipped_ticks.inc();
@@ -1179,7 +1231,13 @@ async fn probe_loop(
         };
     }
     let bound = t.settings.connect_timeout + t.settings.response_timeout;
-    let _ = tokio::time::timeout(bound, pending.acquire_many(pending_cap as u32)).await;
+    let _ = tokio::time::timeout(bound, async {
+        if inline.is_some() {
+            drive_inline(inline.as_mut()).await;
+        }
+        let _ = pending.acquire_many(pending_cap as u32).await;
+    })
+    .await;
 }
 
 async fn closed_loop(t: &Arc<TargetState>, pool: &Arc<Pool>, op: Op, shutdown: Shutdown) {

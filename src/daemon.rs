@@ -126,18 +126,17 @@ pub async fn run(
         "redis-canary started"
     );
 
-    let n = targets.len().max(1) as f64;
     let mut loops = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let period = match t.settings.rate {
             Rate::PerSecond(r) => 1.0 / r,
             Rate::Max => 0.0,
         };
-        // Spread tick phases across targets so hundreds of targets do not fire in one
-        // burst, but on a coarse grid, and a target's writer, reader and probe on the same
-        // instant: waking the process is most of what a canary at monitoring rates costs,
-        // and one wake-up can start several operations.
-        let phase = on_grid(period * i as f64 / n);
+        // Spread tick phases across targets, but in groups: waking the process is most of
+        // what a canary at monitoring rates costs, and one wake-up can start the operations
+        // of many targets. A group is up to TARGETS_PER_INSTANT targets, a target's writer,
+        // reader and probe share its instant, and instants lie on a 20 ms grid.
+        let phase = tick_phase(i, targets.len(), period);
         let mut ops = vec![(Op::Write, phase), (Op::Read, phase)];
         if probing(t) {
             ops.push((Op::Probe, phase));
@@ -211,11 +210,18 @@ pub async fn run(
     Ok(targets)
 }
 
-/// Tick phases are multiples of this: targets share wake-ups in groups, while ticks still
-/// spread over the period (with 1,000 targets at 1 op/s, 50 instants a second of 20).
+/// Most targets whose ticks share one instant (before the grid below merges instants): 16
+/// targets start at most 48 operations at once, a burst no server or proxy notices.
+const TARGETS_PER_INSTANT: usize = 16;
+
+/// Tick phases are multiples of this: with 200 targets at 1 op/s, 13 instants a second; with
+/// 1,000, 63 groups on 50 instants of about 20 targets each.
 const PHASE_GRID: f64 = 0.020;
 
-fn on_grid(phase: f64) -> f64 {
+/// The phase, in seconds into its first period, of the ticks of target `index` of `targets`.
+fn tick_phase(index: usize, targets: usize, period: f64) -> f64 {
+    let groups = targets.div_ceil(TARGETS_PER_INSTANT).max(1);
+    let phase = period * (index % groups) as f64 / groups as f64;
     (phase / PHASE_GRID).floor() * PHASE_GRID
 }
 
@@ -232,5 +238,43 @@ impl AliveGuard {
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.loops_alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instants(targets: usize, period: f64) -> std::collections::BTreeMap<u64, usize> {
+        let mut at = std::collections::BTreeMap::new();
+        for i in 0..targets {
+            let phase = tick_phase(i, targets, period);
+            assert!((0.0..period.max(PHASE_GRID)).contains(&phase), "{phase}");
+            *at.entry((phase * 1e6).round() as u64).or_default() += 1;
+        }
+        at
+    }
+
+    #[test]
+    fn a_few_targets_share_one_instant() {
+        assert_eq!(instants(1, 0.1).into_iter().collect::<Vec<_>>(), [(0, 1)]);
+        assert_eq!(instants(10, 0.1).into_iter().collect::<Vec<_>>(), [(0, 10)]);
+        assert_eq!(instants(16, 1.0).len(), 1);
+    }
+
+    #[test]
+    fn many_targets_spread_in_groups_on_the_grid() {
+        let at = instants(200, 1.0);
+        assert_eq!(at.len(), 13, "{at:?}");
+        assert!(at.values().all(|&n| n <= TARGETS_PER_INSTANT), "{at:?}");
+        let at = instants(1000, 1.0);
+        // 63 groups merge on the 50 instants of the 20 ms grid.
+        assert_eq!(at.len(), 50, "{at:?}");
+        assert!(at.values().all(|&n| n <= 2 * TARGETS_PER_INSTANT), "{at:?}");
+        for us in at.keys() {
+            assert_eq!(us % 20_000, 0, "{us} is off the grid");
+        }
+        // At rate "max" (period 0) everything starts at once.
+        assert_eq!(instants(50, 0.0).into_iter().collect::<Vec<_>>(), [(0, 50)]);
     }
 }
