@@ -1097,6 +1097,18 @@ async fn run_owned(
     drop(permit);
 }
 
+/// Puts `timer` in Tokio's timer wheel now (a timer is registered when first polled).
+async fn register(timer: Pin<&mut tokio::time::Sleep>) {
+    let mut timer = Some(timer);
+    std::future::poll_fn(|cx| {
+        if let Some(t) = timer.take() {
+            let _ = t.poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await;
+}
+
 /// Resolves when the operation in `slot` ends, and empties the slot; pending while empty.
 async fn drive_inline<F: Future<Output = ()>>(mut slot: Pin<&mut Option<F>>) {
     std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
@@ -1120,19 +1132,33 @@ async fn open_loop(
     let period = Duration::from_secs_f64(1.0 / rate);
     let pending = Arc::new(Semaphore::new(pending_cap));
     let sentinel_busy = Arc::new(AtomicBool::new(false));
-    let start = tokio::time::Instant::now() + phase;
-    let mut ticks = tokio::time::interval_at(start, period);
-    // Burst: a late tick still fires, and is measured from when it was due.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Two timers, for the next tick and the one after, both always in Tokio's timer wheel.
+    // The runtime's driver is woken (a write to its eventfd) whenever a timer is registered
+    // earlier than the one it last planned to wake for; with the tick after next always
+    // registered, neither the re-arming of ticks nor the response deadlines of the
+    // operations a tick starts ever are. A late tick still fires (at once), and is measured
+    // from when it was due.
+    let mut due = tokio::time::Instant::now() + phase;
+    let mut timers = [
+        Box::pin(tokio::time::sleep_until(due)),
+        Box::pin(tokio::time::sleep_until(due + period)),
+    ];
+    register(timers[1].as_mut()).await;
+    let mut next = 0;
     let mut stop_rx = shutdown.clone();
     let mut stop = pin!(stop_rx.wait());
     let mut inline = pin!(None);
     loop {
-        let scheduled = tokio::select! {
-            at = ticks.tick() => at.into_std(),
+        tokio::select! {
+            () = timers[next].as_mut() => {}
             () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
             () = &mut stop => break,
-        };
+        }
+        let scheduled = due.into_std();
+        timers[next].as_mut().reset(due + 2 * period);
+        register(timers[next].as_mut()).await;
+        next ^= 1;
+        due += period;
         match pending.clone().try_acquire_owned() {
             Ok(permit) => {
                 let run = run_owned(
@@ -1200,12 +1226,13 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
     .min(slow);
     let pending = Arc::new(Semaphore::new(pending_cap));
     let mut next = tokio::time::Instant::now() + phase;
+    let mut timer = pin!(tokio::time::sleep_until(next));
     let mut stop_rx = shutdown.clone();
     let mut stop = pin!(stop_rx.wait());
     let mut inline = pin!(None);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            () = timer.as_mut() => {}
             () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
             () = &mut stop => break,
         }
@@ -1229,6 +1256,7 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
         } else {
             slow
         };
+        timer.as_mut().reset(next);
     }
     let bound = t.settings.connect_timeout + t.settings.response_timeout;
     let _ = tokio::time::timeout(bound, async {
