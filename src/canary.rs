@@ -1194,12 +1194,22 @@ async fn open_loop(
             }
         }
     }
-    // Let operations in flight end; their attempts are bounded by the response timeout and
-    // their backoffs end at shutdown.
+    // Their attempts are bounded by the response timeout and their backoffs end at shutdown.
     let bound = s.connect_timeout + s.response_timeout;
+    drain(inline, &pending, pending_cap, bound).await;
+}
+
+/// Lets a loop's operations in flight end, within `bound`: the one in the loop's own task
+/// (driven here) and those in tasks of their own (their permits come back).
+async fn drain<F: Future<Output = ()>>(
+    inline: Pin<&mut Option<F>>,
+    pending: &Semaphore,
+    pending_cap: usize,
+    bound: Duration,
+) {
     let _ = tokio::time::timeout(bound, async {
         if inline.is_some() {
-            drive_inline(inline.as_mut()).await;
+            drive_inline(inline).await;
         }
         let _ = pending.acquire_many(pending_cap as u32).await;
     })
@@ -1259,13 +1269,7 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
         timer.as_mut().reset(next);
     }
     let bound = t.settings.connect_timeout + t.settings.response_timeout;
-    let _ = tokio::time::timeout(bound, async {
-        if inline.is_some() {
-            drive_inline(inline.as_mut()).await;
-        }
-        let _ = pending.acquire_many(pending_cap as u32).await;
-    })
-    .await;
+    drain(inline, &pending, pending_cap, bound).await;
 }
 
 async fn closed_loop(t: &Arc<TargetState>, pool: &Arc<Pool>, op: Op, shutdown: Shutdown) {
