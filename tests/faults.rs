@@ -99,6 +99,12 @@ fn wait_fresh(s: &impl Scraper, name: &str, n: f64) {
     );
 }
 
+/// Waits for `more` fresh reads of the target than it has now.
+fn wait_more_fresh(s: &impl Scraper, name: &str, more: f64) {
+    let now = s.scrape().sum(READS, &[t(name), ("verdict", "fresh")]);
+    wait_fresh(s, name, now + more);
+}
+
 /// Waits until the target's episodes have all ended and there are `n` of them.
 fn wait_episodes_ended(s: &impl Scraper, name: &str, n: f64, within: Duration) {
     wait_until(&format!("{n} ended episode(s) of {name}"), within, || {
@@ -224,10 +230,7 @@ fn a_master_killed_behind_haproxy_is_one_episode_of_resets_and_loses_nothing_wit
     // When HAProxy's next check took the node back (polled every 50 ms).
     let proxy_up = secs(killed.elapsed());
     wait_episodes_ended(&canary, "ha", 1.0, Duration::from_secs(15));
-    let before = canary
-        .metrics()
-        .sum(READS, &[t("ha"), ("verdict", "fresh")]);
-    wait_fresh(&canary, "ha", before + 40.0);
+    wait_more_fresh(&canary, "ha", 40.0);
 
     let m = canary.metrics();
     let episode = m.sum(EPISODE_SUM, &[t("ha")]);
@@ -741,10 +744,7 @@ fn a_rotated_password_is_auth_failures_until_the_file_follows_and_recovers_witho
         std::thread::sleep(Duration::from_millis(1500));
         topo.write_password_file(password);
         wait_episodes_ended(&canary, "direct", round, Duration::from_secs(15));
-        let fresh = canary
-            .metrics()
-            .sum(READS, &[t("direct"), ("verdict", "fresh")]);
-        wait_fresh(&canary, "direct", fresh + 10.0);
+        wait_more_fresh(&canary, "direct", 10.0);
         let m = canary.metrics();
         lengths.push(m.sum(EPISODE_SUM, &[t("direct")]) - before.sum(EPISODE_SUM, &[t("direct")]));
         assert!(auth(&m, "pool") > auth(&before, "pool"));
@@ -801,10 +801,7 @@ fn a_restarted_haproxy_drops_pooled_connections_and_retries_absorb_it() {
     });
     let episodes = canary.metrics().sum(DISRUPTIONS, &[t("ha")]);
     wait_episodes_ended(&canary, "ha", episodes, Duration::from_secs(15));
-    let fresh = canary
-        .metrics()
-        .sum(READS, &[t("ha"), ("verdict", "fresh")]);
-    wait_fresh(&canary, "ha", fresh + 20.0);
+    wait_more_fresh(&canary, "ha", 20.0);
 
     let m = canary.metrics();
     eprintln!(
@@ -914,10 +911,7 @@ fn a_partition_is_timeouts_in_one_episode_as_long_as_the_cut_then_a_clean_recove
     // The fault: three seconds of blackhole.
     let cut = secs(proxy.blackhole_for(Duration::from_secs(3)));
     wait_episodes_ended(&canary, "cut", 1.0, Duration::from_secs(15));
-    let fresh = canary
-        .metrics()
-        .sum(READS, &[t("cut"), ("verdict", "fresh")]);
-    wait_fresh(&canary, "cut", fresh + 20.0);
+    wait_more_fresh(&canary, "cut", 20.0);
 
     let m = canary.metrics();
     let episode = m.sum(EPISODE_SUM, &[t("cut")]);
