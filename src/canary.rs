@@ -20,11 +20,11 @@ use crate::ledger::{Acked, Ledger, Verdict, WriteTicket};
 use crate::metrics::{Metrics, NodeLabels, TargetMetrics, TraceLabels};
 use crate::op::{Kind, Op, Outcome};
 use crate::payload::{Payload, owner_hash};
-use crate::resp::Reply;
 use crate::retry;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::telemetry::{OperationSpan, Tracing, TryRecord};
+use redis::Value as Reply;
 
 /// Fastest probe pace while probes fail: bounds the connects a failing target receives.
 const PROBE_FAST_INTERVAL: Duration = Duration::from_millis(100);
@@ -63,6 +63,9 @@ pub struct TargetState {
     key_prefix: Vec<u8>,
     owner: u64,
     ttl_ms: Vec<u8>,
+    /// Most bytes a reply may take (DESIGN §11): a canary value with room to spare; a
+    /// larger one (someone else's, or a hostile stream) drops the connection.
+    reply_limit: usize,
     ledger: Mutex<Ledger>,
     episodes: Mutex<Episodes>,
     /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
@@ -157,6 +160,7 @@ impl TargetState {
             key_prefix: target.key_prefix.as_bytes().to_vec(),
             owner: owner_hash(instance, &target.name),
             ttl_ms: s.ttl.as_millis().to_string().into_bytes(),
+            reply_limit: (2 * s.value_size + 1024).max(crate::conn::MIN_REPLY_LIMIT),
             ledger: Mutex::new(Ledger::new(
                 owner_hash(instance, &target.name),
                 clock.epoch_us(),
@@ -297,7 +301,9 @@ impl TargetState {
     /// server or proxy may echo arguments back.
     fn scrub(&self, err: &ConnError) -> String {
         let mut text = err.to_string();
-        if let ConnError::Server(_) = err {
+        if let ConnError::Redis(e) = err
+            && e.code().is_some()
+        {
             if let Some(pw) = &self.endpoint.url_password {
                 text = text.replace(pw.expose(), "****");
             }
@@ -314,6 +320,21 @@ impl TargetState {
             }
             text.truncate(cut);
             text.push('…');
+        }
+        // Server text is untrusted: a newline would forge a log line, an escape sequence
+        // would reach the operator's terminal.
+        if text.chars().any(char::is_control) {
+            text = text
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
         }
         text
     }
@@ -419,7 +440,7 @@ impl TargetState {
                 Err(e) => {
                     let result = e.result();
                     may_have_applied |= e.may_have_applied();
-                    if result.drops_connection() || e.may_have_applied() {
+                    if e.drops_connection() {
                         if e.is_peer_close() {
                             self.metrics.kind(Kind::Pool).drops.inc();
                         }
@@ -457,7 +478,9 @@ impl TargetState {
     ) -> Attempt {
         let m = self.metrics.op(op);
         let sent = Instant::now();
-        let reply = conn.call(args, self.settings.response_timeout).await;
+        let reply = conn
+            .call(args, self.reply_limit, self.settings.response_timeout)
+            .await;
         let observed = Instant::now();
         let took = observed.duration_since(sent);
         let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
@@ -564,7 +587,7 @@ impl TargetState {
                     end: self.clock.system_time(self.clock.us_of(end)),
                     server_address: &self.endpoint.host,
                     server_port: self.endpoint.port,
-                    db: self.endpoint.db,
+                    db: u32::try_from(self.endpoint.db).unwrap_or(0),
                     tries: &tries,
                 });
                 exemplar = Some(TraceLabels { trace_id });
@@ -693,10 +716,8 @@ impl TargetState {
         if run == Run::Sentinel {
             return;
         }
-        if let Some(Reply::Bulk(value)) = &f.reply {
-            let verdict = self
-                .lock_ledger()
-                .verdict(index, f.sent_us, value.as_deref());
+        if let Some(value) = f.reply.as_ref().and_then(bulk) {
+            let verdict = self.lock_ledger().verdict(index, f.sent_us, value);
             self.record_verdict(Op::Read, index, verdict, f.backend.as_deref());
         }
         self.finish(Op::Read, scheduled, f.outcome, tries, "GET");
@@ -756,11 +777,9 @@ impl TargetState {
                         let a = self
                             .attempt(&mut conn, Op::Probe, &[b"GET", &k], is_bulk, &mut tries)
                             .await;
-                        match a.reply {
-                            Ok(Reply::Bulk(value)) => {
-                                let verdict =
-                                    self.lock_ledger()
-                                        .verdict(index, a.sent_us, value.as_deref());
+                        match a.reply.as_ref().map(bulk) {
+                            Ok(Some(value)) => {
+                                let verdict = self.lock_ledger().verdict(index, a.sent_us, value);
                                 self.record_verdict(Op::Probe, index, verdict, Some(&conn.backend));
                                 Outcome::Ok
                             }
@@ -835,20 +854,24 @@ impl TargetState {
             }
             let c = conn.as_mut().expect("connected above");
             let Some(w) = w else {
-                let pong = c.call(&[b"PING"], self.settings.response_timeout).await;
+                let pong = c.call(&[b"PING"], 0, self.settings.response_timeout).await;
                 up.set(i64::from(pong.is_ok()));
                 if pong.is_err() {
                     *conn = None;
                 }
                 return;
             };
-            match c
-                .call(&[b"GET", &key], self.settings.response_timeout)
-                .await
-            {
-                Ok(Reply::Bulk(value)) => {
+            let reply = c
+                .call(
+                    &[b"GET", &key],
+                    self.reply_limit,
+                    self.settings.response_timeout,
+                )
+                .await;
+            match reply.as_ref().map(bulk) {
+                Ok(Some(value)) => {
                     up.set(1);
-                    if self.lock_ledger().shows(w.seq, value.as_deref()) {
+                    if self.lock_ledger().shows(w.seq, value) {
                         let delay = Instant::now()
                             .saturating_duration_since(self.clock.instant_of(w.acked_us));
                         self.metrics
@@ -867,7 +890,7 @@ impl TargetState {
                 Err(e) => {
                     // LOADING, MASTERDOWN...: reachable but not serving; others: gone.
                     up.set(0);
-                    if e.result().drops_connection() || e.may_have_applied() {
+                    if e.drops_connection() {
                         if e.is_peer_close() {
                             self.metrics.kind(Kind::Node).drops.inc();
                         }
@@ -913,7 +936,7 @@ impl TargetState {
             let mut args: Vec<&[u8]> = vec![b"DEL"];
             args.extend(keys.iter().map(Vec::as_slice));
             let left = deadline.saturating_duration_since(Instant::now());
-            match conn.call(&args, left).await {
+            match conn.call(&args, 0, left).await {
                 Ok(Reply::Int(n)) => deleted += n as u64,
                 _ => break,
             }
@@ -923,11 +946,21 @@ impl TargetState {
 }
 
 fn is_ok_status(r: &Reply) -> bool {
-    matches!(r, Reply::Status(s) if s == "OK")
+    matches!(r, Reply::Okay)
 }
 
+/// A `GET` reply: a value or nil.
 fn is_bulk(r: &Reply) -> bool {
-    matches!(r, Reply::Bulk(_))
+    matches!(r, Reply::BulkString(_) | Reply::Nil)
+}
+
+/// The value of a `GET` reply (`None` for nil); `None` outside for any other reply.
+fn bulk(r: &Reply) -> Option<Option<&[u8]>> {
+    match r {
+        Reply::BulkString(b) => Some(Some(b)),
+        Reply::Nil => Some(None),
+        _ => None,
+    }
 }
 
 /// One attempt's reply and times.

@@ -20,12 +20,16 @@ pub enum ResultKind {
     Oom,
     Masterdown,
     Tryagain,
+    Moved,
+    Ask,
+    Clusterdown,
+    Dns,
     Error,
 }
 
 impl ResultKind {
     /// Every variant, for pre-creating series at 0 and for reports.
-    pub const ALL: [ResultKind; 12] = [
+    pub const ALL: [ResultKind; 16] = [
         ResultKind::Ok,
         ResultKind::Timeout,
         ResultKind::Refused,
@@ -37,6 +41,10 @@ impl ResultKind {
         ResultKind::Oom,
         ResultKind::Masterdown,
         ResultKind::Tryagain,
+        ResultKind::Moved,
+        ResultKind::Ask,
+        ResultKind::Clusterdown,
+        ResultKind::Dns,
         ResultKind::Error,
     ];
 
@@ -54,6 +62,10 @@ impl ResultKind {
             ResultKind::Oom => "oom",
             ResultKind::Masterdown => "masterdown",
             ResultKind::Tryagain => "tryagain",
+            ResultKind::Moved => "moved",
+            ResultKind::Ask => "ask",
+            ResultKind::Clusterdown => "clusterdown",
+            ResultKind::Dns => "dns",
             ResultKind::Error => "error",
         }
     }
@@ -128,13 +140,44 @@ pub fn classify_io(err: &io::Error) -> ResultKind {
     ResultKind::Error
 }
 
-/// Classifies a server error reply (`-CODE message`) by its code, the first word.
+/// Classifies any error of the `redis` crate: an error reply by its code (the crate parses
+/// it), anything else by the I/O error underneath, and a reply that does not parse (or a
+/// reply that outgrew its byte budget) as `error`.
+pub fn classify_redis(err: &redis::RedisError) -> ResultKind {
+    match err.code() {
+        Some(code) => classify_code(code, err.detail().unwrap_or("")),
+        None if err.kind() == redis::ErrorKind::AuthenticationFailed => ResultKind::Auth,
+        None => match find_io(err) {
+            Some(io) => classify_io(io),
+            None => ResultKind::Error,
+        },
+    }
+}
+
+/// The first `io::Error` in `err`'s chain of sources.
+fn find_io<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        // The crate keeps the error it wraps behind an `Arc`, which hides its type.
+        if let Some(inner) = e.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        {
+            current = Some(&**inner);
+            continue;
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Classifies a server error by its code (the first word of `-CODE detail`).
 ///
 /// NOAUTH/WRONGPASS/NOPERM all mean "these credentials do not let us do this": re-reading
-/// the credentials and reconnecting is the only remedy, so they share `auth`. MOVED/ASK
-/// (Redis Cluster, out of scope) and anything unknown are `error`.
-pub fn classify_server_error(message: &str) -> ResultKind {
-    let code = message.split_ascii_whitespace().next().unwrap_or("");
+/// the credentials and reconnecting is the only remedy, so they share `auth`. Anything
+/// unknown is `error`.
+pub fn classify_code(code: &str, detail: &str) -> ResultKind {
     match code {
         "NOAUTH" | "WRONGPASS" | "NOPERM" => ResultKind::Auth,
         "READONLY" => ResultKind::Readonly,
@@ -143,11 +186,66 @@ pub fn classify_server_error(message: &str) -> ResultKind {
         "OOM" => ResultKind::Oom,
         "MASTERDOWN" => ResultKind::Masterdown,
         "TRYAGAIN" => ResultKind::Tryagain,
+        "MOVED" => ResultKind::Moved,
+        "ASK" => ResultKind::Ask,
+        "CLUSTERDOWN" => ResultKind::Clusterdown,
         // Old servers answer a bad AUTH with a plain ERR.
-        "ERR" if message.contains("invalid password") || message.contains("AUTH") => {
-            ResultKind::Auth
-        }
+        "ERR" if detail.contains("invalid password") || detail.contains("AUTH") => ResultKind::Auth,
         _ => ResultKind::Error,
+    }
+}
+
+/// A failure of the canary itself, not of the target: counted in `internal_errors_total`,
+/// never in the target's attempts, operations or episodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InternalCause {
+    /// Out of file descriptors (EMFILE, ENFILE).
+    FdExhausted,
+    /// Out of memory or socket buffers (ENOMEM, ENOBUFS).
+    Memory,
+    /// No local address or port to connect from (EADDRNOTAVAIL, EADDRINUSE).
+    LocalBind,
+}
+
+impl InternalCause {
+    /// Every variant, for pre-creating series at 0.
+    pub const ALL: [InternalCause; 3] = [
+        InternalCause::FdExhausted,
+        InternalCause::Memory,
+        InternalCause::LocalBind,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InternalCause::FdExhausted => "fd_exhausted",
+            InternalCause::Memory => "memory",
+            InternalCause::LocalBind => "local_bind",
+        }
+    }
+
+    /// The canary-side cause of `err`, if it is one.
+    pub fn of(err: &io::Error) -> Option<InternalCause> {
+        // Linux errno values: EMFILE 24, ENFILE 23, ENOMEM 12, ENOBUFS 105,
+        // EADDRNOTAVAIL 99, EADDRINUSE 98.
+        match err.raw_os_error()? {
+            23 | 24 => Some(InternalCause::FdExhausted),
+            12 | 105 => Some(InternalCause::Memory),
+            98 | 99 => Some(InternalCause::LocalBind),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for InternalCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for InternalCause {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 
@@ -185,13 +283,21 @@ mod tests {
                 "TRYAGAIN Multiple keys request during rehashing of slot",
                 ResultKind::Tryagain,
             ),
-            ("MOVED 3999 127.0.0.1:6381", ResultKind::Error),
+            ("MOVED 3999 127.0.0.1:6381", ResultKind::Moved),
+            ("ASK 3999 127.0.0.1:6381", ResultKind::Ask),
+            ("CLUSTERDOWN The cluster is down", ResultKind::Clusterdown),
             ("ERR unknown command 'FOO'", ResultKind::Error),
             ("ERR invalid password", ResultKind::Auth),
-            ("", ResultKind::Error),
+            ("WEIRD", ResultKind::Error),
         ];
         for (message, expected) in cases {
-            assert_eq!(classify_server_error(message), expected, "{message}");
+            let value = redis::parse_redis_value(format!("-{message}\r\n").as_bytes())
+                .expect("an error reply parses");
+            let redis::Value::ServerError(e) = value else {
+                panic!("not an error reply: {message}");
+            };
+            let e = redis::RedisError::from(e);
+            assert_eq!(classify_redis(&e), expected, "{message}");
         }
     }
 
@@ -222,6 +328,30 @@ mod tests {
     }
 
     #[test]
+    fn io_errors_under_the_crate_are_classified_by_their_kind() {
+        let e = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(classify_redis(&e), ResultKind::Reset);
+        let e = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify_redis(&e), ResultKind::Refused);
+    }
+
+    #[test]
+    fn canary_side_failures_are_internal_and_target_failures_are_not() {
+        assert_eq!(
+            InternalCause::of(&io::Error::from_raw_os_error(24)),
+            Some(InternalCause::FdExhausted)
+        );
+        assert_eq!(
+            InternalCause::of(&io::Error::from_raw_os_error(99)),
+            Some(InternalCause::LocalBind)
+        );
+        assert_eq!(
+            InternalCause::of(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            None
+        );
+    }
+
+    #[test]
     fn oom_and_error_are_final_and_the_rest_are_retried() {
         for r in ResultKind::ALL {
             let expected = !matches!(r, ResultKind::Ok | ResultKind::Oom | ResultKind::Error);
@@ -246,6 +376,10 @@ mod tests {
                 "oom",
                 "masterdown",
                 "tryagain",
+                "moved",
+                "ask",
+                "clusterdown",
+                "dns",
                 "error"
             ]
         );

@@ -1,34 +1,66 @@
-//! Connections the canary opens and owns (DESIGN §9): resolve and connect (TCP, then TLS),
-//! authenticate with freshly read credentials, select the database, name the connection,
-//! identify the backend, then one command at a time, each under its own deadline. Any
-//! failure hands the error back; the caller decides from its class whether the connection
-//! survives. No reconnect loops live here: every connect is one attempt, counted by the caller.
+//! Connections the canary opens and owns (DESIGN §9, §11): resolve (asynchronously, under a
+//! deadline, with a bound on lookups in flight) and connect (TCP, then TLS), then hand the
+//! stream to the `redis` crate's connection type for the protocol. The canary keeps the
+//! lifecycle: one handshake round trip (authenticate, select, name, identify), its own
+//! deadline on every command, a byte budget on every reply, and no reconnect loops here —
+//! every connect is one attempt, counted by the caller, and any failure hands the error back
+//! so the caller decides from its class whether the connection survives.
+//!
+//! The crate's connection is driven inside the caller's task (its driver future is polled
+//! beside each request), so a command costs no task hop and a deadline is exact.
 
+use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, RedisConnectionInfo, RedisError, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use crate::backend::Identity;
-use crate::classify::{ResultKind, classify_io, classify_server_error};
+use crate::classify::{InternalCause, ResultKind, classify_io, classify_redis};
 use crate::config::{PasswordSource, RedisUrl};
-use crate::resp::{self, ProtocolError, Reply};
 use crate::secret::Secret;
 use crate::tls::Tls;
+
+/// Most DNS lookups in flight in the whole process. A lookup runs `getaddrinfo` on a
+/// blocking thread that no timeout can stop; with a resolver that never answers, every
+/// connect would otherwise leave one more thread behind (514 threads were seen with 50
+/// targets). A lookup keeps its permit until `getaddrinfo` really returns, so at most this
+/// many threads can hang; connects beyond it wait for a permit under their own deadline.
+const MAX_LOOKUPS_IN_FLIGHT: usize = 16;
+
+static LOOKUPS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_LOOKUPS_IN_FLIGHT)));
+
+/// The smallest byte budget of any reply: error replies and `INFO` sections of a real server
+/// fit many times over.
+pub const MIN_REPLY_LIMIT: usize = 16 * 1024;
+
+/// Byte budget of the handshake replies (`INFO server`, `INFO replication` with many
+/// replicas, `CLIENT INFO`, `HELLO`).
+const HANDSHAKE_REPLY_LIMIT: usize = 256 * 1024;
 
 /// Where and how to connect; built once per target (or node) from the configuration.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
-    pub db: u32,
+    pub db: i64,
     pub username: Option<String>,
     /// A password given in the URL wins over the target's password source.
     pub url_password: Option<Secret>,
     pub password: PasswordSource,
     pub tls: Option<Tls>,
+    /// Speak RESP3 (`HELLO 3`) instead of RESP2.
+    pub resp3: bool,
     /// Sent as `CLIENT SETNAME`, so operators can find us in `CLIENT LIST`.
     pub client_name: String,
     pub connect_timeout: Duration,
@@ -47,7 +79,7 @@ impl Endpoint {
         Endpoint {
             host: url.host.clone(),
             port: url.port,
-            db: url.db,
+            db: i64::from(url.db),
             username: url
                 .username
                 .clone()
@@ -55,6 +87,7 @@ impl Endpoint {
             url_password: url.password.clone(),
             password: password.clone(),
             tls,
+            resp3: false,
             client_name,
             connect_timeout,
         }
@@ -80,17 +113,25 @@ impl Endpoint {
 /// What went wrong on a connection. Messages never contain credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
+    /// The canary's own deadline passed.
     #[error("timed out")]
     Timeout,
+    /// Connecting (TCP, TLS) failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The name could not be resolved, or the lookup did not finish in time.
+    #[error("cannot resolve {host}: {reason}")]
+    Dns { host: String, reason: String },
+    /// From the protocol layer: an error reply (its text is the server's, untrusted), an I/O
+    /// error under the connection, or a reply that does not parse.
     #[error("{0}")]
-    Protocol(#[from] ProtocolError),
-    /// An error reply; the text comes from the server and is untrusted.
-    #[error("server replied: {0}")]
-    Server(String),
+    Redis(#[from] RedisError),
+    /// A reply of a type the command cannot return.
     #[error("unexpected reply to {0}")]
     Unexpected(&'static str),
+    /// Bytes arrived that no request asked for: the stream is out of step.
+    #[error("unsolicited bytes after the reply to {0}")]
+    OutOfStep(&'static str),
     #[error("cannot read the password: {0}")]
     Password(io::Error),
 }
@@ -101,35 +142,128 @@ impl ConnError {
         match self {
             ConnError::Timeout => ResultKind::Timeout,
             ConnError::Io(e) => classify_io(e),
-            ConnError::Protocol(_) | ConnError::Unexpected(_) => ResultKind::Error,
-            ConnError::Server(msg) => classify_server_error(msg),
+            ConnError::Dns { .. } => ResultKind::Dns,
+            ConnError::Redis(e) => classify_redis(e),
+            ConnError::Unexpected(_) | ConnError::OutOfStep(_) => ResultKind::Error,
             ConnError::Password(_) => ResultKind::Auth,
+        }
+    }
+
+    /// Set when the failure is the canary's own (no descriptors, no memory, no local port):
+    /// it says nothing about the target and must not be counted against it.
+    pub fn internal_cause(&self) -> Option<InternalCause> {
+        match self {
+            ConnError::Io(e) => InternalCause::of(e),
+            _ => None,
         }
     }
 
     /// Whether the peer or the network closed the connection (as opposed to us giving up).
     pub fn is_peer_close(&self) -> bool {
-        matches!(self, ConnError::Io(e) if classify_io(e) == ResultKind::Reset)
+        self.result() == ResultKind::Reset
+    }
+
+    /// Whether the connection cannot be used again: a late or extra reply would be read as
+    /// the answer to the next command, or only a new connection can land elsewhere.
+    pub fn drops_connection(&self) -> bool {
+        match self {
+            ConnError::Redis(e) if e.code().is_some() => self.result().drops_connection(),
+            _ => true,
+        }
     }
 
     /// Whether the command may have reached the server even though no reply came back:
     /// a write that ends like this has an unknown outcome.
     pub fn may_have_applied(&self) -> bool {
-        matches!(
-            self,
-            ConnError::Timeout | ConnError::Io(_) | ConnError::Protocol(_)
-        )
+        match self {
+            ConnError::Timeout | ConnError::Unexpected(_) | ConnError::OutOfStep(_) => true,
+            ConnError::Redis(e) => e.code().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// How many more bytes the current request may read, and how many were read in all; shared
+/// between a connection and the stream under the crate's parser.
+#[derive(Debug, Default)]
+struct Budget {
+    left: AtomicUsize,
+    read: AtomicU64,
+}
+
+/// The error a stream returns once a reply outgrows its budget.
+#[derive(Debug, thiserror::Error)]
+#[error("reply larger than {0} bytes")]
+pub struct ReplyTooLarge(pub usize);
+
+/// A stream that refuses to read past the current request's byte budget, so that whatever a
+/// server sends (an endless line, a bulk length of 500 000 000, a huge array) the parser
+/// above it never buffers more than that.
+struct Bounded<S> {
+    inner: S,
+    budget: Arc<Budget>,
+    limit: Arc<AtomicUsize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.budget.left.load(Ordering::Relaxed);
+        if left == 0 {
+            let limit = self.limit.load(Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                ReplyTooLarge(limit),
+            )));
+        }
+        let mut sub = buf.take(left);
+        let before = sub.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut sub))?;
+        let n = sub.filled().len() - before;
+        // SAFETY: `sub` is a view of `buf`'s unfilled part; the inner reader initialised and
+        // filled its first `n` bytes.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        self.budget.left.fetch_sub(n, Ordering::Relaxed);
+        self.budget.read.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// An open, authenticated connection and who is on the other end.
 pub struct Conn {
-    io: Box<dyn Stream>,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
+    redis: MultiplexedConnection,
+    /// The crate's I/O future: polled beside each request, never spawned; `None` once it
+    /// ended (the connection broke).
+    driver: Option<Driver>,
+    budget: Arc<Budget>,
+    limit: Arc<AtomicUsize>,
     /// Shared so that every operation can say who served it without copying strings.
     pub backend: Arc<Identity>,
 }
@@ -142,8 +276,37 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Read buffer growth step: a canary reply fits many times over.
-const READ_CHUNK: usize = 4096;
+/// Resolves `host` within `deadline` (the caller's connect timeout), never holding more than
+/// [`MAX_LOOKUPS_IN_FLIGHT`] blocking lookups at once.
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let dns = |reason: String| ConnError::Dns {
+        host: host.to_string(),
+        reason,
+    };
+    let permit = LOOKUPS
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| dns("resolver closed".into()))?;
+    let name = host.to_string();
+    // The lookup owns its permit: when our deadline gives up on it, the permit stays taken
+    // until `getaddrinfo` returns, which is what bounds the threads a hung resolver can hold.
+    let lookup = tokio::spawn(async move {
+        let r = tokio::net::lookup_host((name.as_str(), port)).await;
+        drop(permit);
+        r.map(|addrs| addrs.collect::<Vec<_>>())
+    });
+    match lookup.await {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(dns("no addresses".into())),
+        Ok(Err(e)) => Err(dns(e.to_string())),
+        Err(_) => Err(dns("lookup task failed".into())),
+    }
+}
 
 impl Conn {
     /// Connects, authenticates and identifies the backend, all within `connect_timeout`.
@@ -157,16 +320,51 @@ impl Conn {
     async fn open_inner(ep: &Endpoint) -> Result<Conn, ConnError> {
         let password = ep.password().map_err(ConnError::Password)?;
         // DNS is resolved on every connect: a rescheduled pod gets a new address.
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
+        let addrs = resolve(&ep.host, ep.port).await?;
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = match tcp {
+            Some(t) => t,
+            None => {
+                return Err(ConnError::Io(
+                    last.unwrap_or_else(|| io::Error::other("no address")),
+                ));
+            }
+        };
         tcp.set_nodelay(true)?;
         let io: Box<dyn Stream> = match &ep.tls {
             Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
             None => Box::new(tcp),
         };
+        let budget = Arc::new(Budget::default());
+        let limit = Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT));
+        let bounded = Bounded {
+            inner: io,
+            budget: budget.clone(),
+            limit: limit.clone(),
+        };
+        // The crate sends nothing of its own (no AUTH, SELECT or CLIENT SETINFO): the
+        // handshake below does it all in one round trip, with only commands of DESIGN §2.
+        let info = RedisConnectionInfo::default().set_skip_set_lib_name();
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(None);
+        let (redis, driver) =
+            MultiplexedConnection::new_with_config(&info, bounded, config).await?;
         let mut conn = Conn {
-            io,
-            rbuf: Vec::with_capacity(READ_CHUNK),
-            wbuf: Vec::with_capacity(256),
+            redis,
+            driver: Some(Box::pin(driver)),
+            budget,
+            limit,
             backend: Arc::default(),
         };
         let identity = conn.handshake(ep, password.as_ref()).await?;
@@ -174,108 +372,187 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Sends the whole handshake in one write and reads the replies in order: one round
+    /// Sends the whole handshake as one pipeline and reads the replies in order: one round
     /// trip instead of six.
     async fn handshake(
         &mut self,
         ep: &Endpoint,
         password: Option<&Secret>,
     ) -> Result<Identity, ConnError> {
-        let mut identity = Identity::default();
-        self.wbuf.clear();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let mut expect: Vec<&'static str> = Vec::with_capacity(6);
-        if let Some(pw) = password {
-            match &ep.username {
-                Some(user) => resp::encode_command(
-                    &mut self.wbuf,
-                    &[b"AUTH", user.as_bytes(), pw.expose().as_bytes()],
-                ),
-                None => resp::encode_command(&mut self.wbuf, &[b"AUTH", pw.expose().as_bytes()]),
+        if ep.resp3 {
+            let hello = pipe.cmd("HELLO").arg(3);
+            if let Some(pw) = password {
+                hello
+                    .arg("AUTH")
+                    .arg(ep.username.as_deref().unwrap_or("default"))
+                    .arg(pw.expose());
             }
+            expect.push("HELLO");
+        } else if let Some(pw) = password {
+            let auth = pipe.cmd("AUTH");
+            if let Some(user) = &ep.username {
+                auth.arg(user);
+            }
+            auth.arg(pw.expose());
             expect.push("AUTH");
         }
         if ep.db != 0 {
-            let db = ep.db.to_string();
-            resp::encode_command(&mut self.wbuf, &[b"SELECT", db.as_bytes()]);
+            pipe.cmd("SELECT").arg(ep.db);
             expect.push("SELECT");
         }
-        resp::encode_command(
-            &mut self.wbuf,
-            &[b"CLIENT", b"SETNAME", ep.client_name.as_bytes()],
-        );
+        pipe.cmd("CLIENT").arg("SETNAME").arg(&ep.client_name);
         expect.push("CLIENT SETNAME");
-        resp::encode_command(&mut self.wbuf, &[b"INFO", b"server"]);
+        pipe.cmd("INFO").arg("server");
         expect.push("INFO server");
-        resp::encode_command(&mut self.wbuf, &[b"INFO", b"replication"]);
+        pipe.cmd("INFO").arg("replication");
         expect.push("INFO replication");
-        resp::encode_command(&mut self.wbuf, &[b"CLIENT", b"INFO"]);
+        pipe.cmd("CLIENT").arg("INFO");
         expect.push("CLIENT INFO");
-        self.io.write_all(&self.wbuf).await?;
 
-        for what in expect {
-            let reply = self.read_reply().await?;
+        self.arm(HANDSHAKE_REPLY_LIMIT);
+        let replies = {
+            let Conn { redis, driver, .. } = self;
+            drive(driver, redis.send_packed_commands(&pipe, 0, expect.len())).await?
+        };
+        if replies.len() != expect.len() {
+            return Err(ConnError::Unexpected("the handshake"));
+        }
+        let mut identity = Identity::default();
+        for (what, reply) in expect.into_iter().zip(replies) {
             match (what, reply) {
-                ("AUTH" | "SELECT", Reply::Error(msg)) => return Err(ConnError::Server(msg)),
-                ("AUTH" | "SELECT", Reply::Status(_)) => {}
+                ("AUTH" | "SELECT" | "HELLO", Value::ServerError(e)) => {
+                    return Err(ConnError::Redis(e.into()));
+                }
+                ("AUTH" | "SELECT", Value::Okay) => {}
+                ("HELLO", Value::Map(_) | Value::Array(_)) => {}
                 ("AUTH", _) => return Err(ConnError::Unexpected("AUTH")),
                 ("SELECT", _) => return Err(ConnError::Unexpected("SELECT")),
+                ("HELLO", _) => return Err(ConnError::Unexpected("HELLO")),
                 // A server that wants a password we do not have says so on the first command.
-                (_, Reply::Error(msg))
-                    if classify_server_error(&msg) == ResultKind::Auth
-                        && !msg.starts_with("NOPERM") =>
-                {
-                    return Err(ConnError::Server(msg));
+                (_, Value::ServerError(e)) => {
+                    let e = RedisError::from(e);
+                    if classify_redis(&e) == ResultKind::Auth && e.code() != Some("NOPERM") {
+                        return Err(ConnError::Redis(e));
+                    }
                 }
-                ("INFO server" | "INFO replication", Reply::Bulk(Some(text))) => {
-                    identity.absorb_info(&String::from_utf8_lossy(&text));
+                ("INFO server" | "INFO replication", v) => {
+                    if let Some(text) = text_of(&v) {
+                        identity.absorb_info(&text);
+                    }
                 }
-                ("CLIENT INFO", Reply::Bulk(Some(text))) => {
-                    identity.absorb_client_info(&String::from_utf8_lossy(&text));
+                ("CLIENT INFO", v) => {
+                    if let Some(text) = text_of(&v) {
+                        identity.absorb_client_info(&text);
+                    }
                 }
-                // Older servers lack CLIENT INFO; an ACL may forbid SETNAME: neither matters.
+                // An ACL may forbid SETNAME: it does not matter.
                 _ => {}
             }
         }
         Ok(identity)
     }
 
-    /// Sends one command and reads its reply, all within `timeout`. An error reply comes
-    /// back as [`ConnError::Server`].
-    pub async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Reply, ConnError> {
-        self.wbuf.clear();
-        resp::encode_command(&mut self.wbuf, args);
-        let exchange = async {
-            self.io.write_all(&self.wbuf).await?;
-            self.read_reply().await
+    /// Gives the next request a budget of `limit` reply bytes.
+    fn arm(&mut self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.budget.left.store(limit, Ordering::Relaxed);
+    }
+
+    /// Sends one command and reads its reply, all within `timeout`, reading at most `limit`
+    /// bytes. An error reply comes back as [`ConnError::Redis`]. After the reply, bytes that
+    /// nobody asked for mean the stream is out of step: [`ConnError::OutOfStep`], and the
+    /// caller drops the connection.
+    pub async fn call(
+        &mut self,
+        args: &[&[u8]],
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Value, ConnError> {
+        let mut cmd = Cmd::new();
+        for a in args {
+            cmd.arg(*a);
+        }
+        self.arm(limit.max(MIN_REPLY_LIMIT));
+        let Conn { redis, driver, .. } = self;
+        let exchange = drive(driver, redis.send_packed_command(&cmd));
+        let reply = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(Value::ServerError(e))) => return Err(ConnError::Redis(e.into())),
+            Ok(r) => r?,
+            Err(_) => return Err(ConnError::Timeout),
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(Reply::Error(msg))) => Err(ConnError::Server(msg)),
-            Ok(r) => r,
-            Err(_) => Err(ConnError::Timeout),
+        // Anything already in the socket now arrived unasked; poll the reader once to see.
+        let read_before = self.budget.read.load(Ordering::Relaxed);
+        poll_once(&mut self.driver).await;
+        if self.budget.read.load(Ordering::Relaxed) != read_before {
+            return Err(ConnError::OutOfStep("a command"));
         }
+        Ok(reply)
     }
 
-    async fn read_reply(&mut self) -> Result<Reply, ConnError> {
-        loop {
-            if !self.rbuf.is_empty()
-                && let Some((reply, used)) = resp::parse(&self.rbuf)?
-            {
-                self.rbuf.drain(..used);
-                return Ok(reply);
-            }
-            self.rbuf.reserve(READ_CHUNK);
-            let n = self.io.read_buf(&mut self.rbuf).await?;
-            if n == 0 {
-                return Err(ConnError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed by peer",
-                )));
-            }
-        }
+    /// Closes: the socket goes with the connection.
+    pub async fn close(self, _timeout: Duration) {
+        drop(self);
     }
+}
 
-    /// Closes politely: a best-effort flush and shutdown, bounded by `timeout`.
-    pub async fn close(mut self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.io.shutdown()).await;
+/// Runs `request` while polling the connection's driver in the same task. The driver ends
+/// only when the connection broke; the request then fails with the crate's error, or with
+/// a reset if the driver had nothing more to say.
+async fn drive<T>(
+    driver: &mut Option<Driver>,
+    request: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ConnError> {
+    let mut request = std::pin::pin!(request);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = request.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(ConnError::from));
+        }
+        let Some(d) = driver.as_mut() else {
+            return Poll::Ready(Err(closed()));
+        };
+        if d.as_mut().poll(cx).is_ready() {
+            *driver = None;
+            // The driver delivered whatever it had before it ended: ask the request again.
+            return match request.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map_err(ConnError::from)),
+                Poll::Pending => Poll::Ready(Err(closed())),
+            };
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The connection ended under a request: it may have reached the server.
+fn closed() -> ConnError {
+    ConnError::Redis(RedisError::from(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "connection closed",
+    )))
+}
+
+/// Polls the driver once, whatever it returns (it reads what is already there).
+async fn poll_once(driver: &mut Option<Driver>) {
+    std::future::poll_fn(|cx| {
+        if let Some(d) = driver.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            *driver = None;
+        }
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// The text of an `INFO`-like reply: a bulk string (RESP2) or a verbatim string (RESP3).
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }

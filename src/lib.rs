@@ -22,7 +22,6 @@
 //! - [`retry`]: capped exponential backoff with jitter.
 //! - [`classify`], [`op`]: the closed label vocabularies and error → result mapping.
 //! - [`payload`]: the self-describing, checksummed value.
-//! - [`resp`]: the RESP2 codec.
 
 pub mod backend;
 pub mod canary;
@@ -38,7 +37,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod op;
 pub mod payload;
-pub mod resp;
 pub mod retry;
 pub mod secret;
 pub mod shutdown;
