@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::backend::{Backends, Identity};
-use crate::classify::ResultKind;
+use crate::classify::{InternalCause, ResultKind};
 use crate::clock::Clock;
 use crate::config::{Rate, Settings, Target};
 use crate::conn::{Conn, ConnError, Endpoint};
@@ -73,6 +73,7 @@ pub struct TargetState {
     pub backends: Mutex<Backends>,
     pub last_error: Mutex<Option<LastError>>,
     last_bad_read_log_us: AtomicU64,
+    last_internal_log_us: AtomicU64,
     /// The last probe failed: probe at the operation pace until one succeeds.
     probe_failing: AtomicBool,
     /// Soak statistics (latency histograms, episodes), when running `soak`.
@@ -173,6 +174,7 @@ impl TargetState {
             backends: Mutex::new(Backends::default()),
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
+            last_internal_log_us: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
             stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
             tracing,
@@ -297,6 +299,26 @@ impl TargetState {
         }
     }
 
+    /// A failure of the canary itself: counted apart, logged at most once a second.
+    fn internal_failure(&self, cause: InternalCause, err: &ConnError) {
+        self.metrics.internal(cause).inc();
+        let now = self.clock.now_us();
+        let last = self.last_internal_log_us.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000
+            && self
+                .last_internal_log_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                target_name = %self.name,
+                cause = %cause,
+                error = %self.scrub(err),
+                "the canary itself cannot connect (not counted against the target)"
+            );
+        }
+    }
+
     /// The error text for humans, with anything that looks like our password removed: a
     /// server or proxy may echo arguments back.
     fn scrub(&self, err: &ConnError) -> String {
@@ -341,9 +363,22 @@ impl TargetState {
 
     /// Opens a connection of `kind`, counting and timing it, and records who answered.
     async fn connect(&self, kind: Kind) -> Result<Conn, ConnError> {
+        self.connect_to(kind, &self.endpoint).await
+    }
+
+    /// Opens a connection of `kind` to `ep` (the endpoint or a direct node). A failure of
+    /// the canary itself (no descriptors, memory or local port) is counted apart and never
+    /// as a connect result of the target.
+    async fn connect_to(&self, kind: Kind, ep: &Endpoint) -> Result<Conn, ConnError> {
         let km = self.metrics.kind(kind);
         let started = Instant::now();
-        let result = Conn::open(&self.endpoint).await;
+        let result = Conn::open(ep).await;
+        if let Err(e) = &result
+            && let Some(cause) = e.internal_cause()
+        {
+            self.internal_failure(cause, e);
+            return result;
+        }
         km.connect_duration.observe(started.elapsed().as_secs_f64());
         let class = result
             .as_ref()
@@ -389,8 +424,14 @@ impl TargetState {
             }
             let (permit, mut slot) = pool.take().await;
             if slot.conn.is_none() {
+                if !pool.pace(shutdown).await {
+                    pool.put(slot, permit);
+                    return None;
+                }
                 let sent_us = self.clock.now_us();
-                match self.connect(Kind::Pool).await {
+                let connected = self.connect(Kind::Pool).await;
+                pool.connected(connected.is_ok());
+                match connected {
                     Ok(conn) => {
                         if let (Some(prev), true) = (&slot.last_run_id, conn.backend.is_known())
                             && *prev != conn.backend.run_id
@@ -401,6 +442,11 @@ impl TargetState {
                             slot.last_run_id = Some(conn.backend.run_id.clone());
                         }
                         slot.conn = Some(conn);
+                    }
+                    Err(e) if e.internal_cause().is_some() => {
+                        // Not the target's failure: the operation is abandoned, uncounted.
+                        pool.put(slot, permit);
+                        return None;
                     }
                     Err(e) => {
                         let result = e.result();
@@ -759,6 +805,8 @@ impl TargetState {
         let mut tries = self.new_tries(Run::Operation);
         let sent_us = self.clock.now_us();
         let outcome = match self.connect(Kind::Probe).await {
+            // Not the target's failure: this probe is abandoned, uncounted.
+            Err(e) if e.internal_cause().is_some() => return,
             Err(e) => {
                 let observed_us = self.clock.now_us();
                 self.try_failed(Op::Probe, sent_us, observed_us, e.result(), &e);
@@ -827,32 +875,18 @@ impl TargetState {
         // is fast, at most ten GETs a second where it is slow.
         let mut pause = Duration::from_millis(1);
         loop {
-            if conn.is_none() {
-                let km = self.metrics.kind(Kind::Node);
-                let started = Instant::now();
-                let opened = Conn::open(node).await;
-                km.connect_duration.observe(started.elapsed().as_secs_f64());
-                let class = opened
-                    .as_ref()
-                    .map_or_else(ConnError::result, |_| ResultKind::Ok);
-                km.connect(class).inc();
-                self.with_stats(|s| s.connect(Kind::Node, class));
-                match opened {
-                    Ok(c) => {
-                        let now = self.clock.now_us();
-                        self.backends
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .observe(&c.backend, now, &self.metrics);
-                        *conn = Some(c);
-                    }
-                    Err(_) => {
-                        up.set(0);
+            let c = match conn {
+                Some(c) => c,
+                None => match self.connect_to(Kind::Node, node).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        if e.internal_cause().is_none() {
+                            up.set(0);
+                        }
                         return;
                     }
-                }
-            }
-            let c = conn.as_mut().expect("connected above");
+                },
+            };
             let Some(w) = w else {
                 let pong = c.call(&[b"PING"], 0, self.settings.response_timeout).await;
                 up.set(i64::from(pong.is_ok()));
@@ -989,10 +1023,21 @@ struct Slot {
     last_run_id: Option<String>,
 }
 
+/// The shortest pause between two connects of a pool after a failed one; doubles with each
+/// failure up to [`MAX_CONNECT_PACE`].
+const MIN_CONNECT_PACE: Duration = Duration::from_millis(25);
+/// The longest pause between two connects of a pool while its endpoint keeps failing: a
+/// target that fails fast (refused, wrong password) used to be reconnected about 65 times a
+/// second; paced, a pool connects at most 5 times a second, and a recovery is still seen
+/// within 200 ms.
+const MAX_CONNECT_PACE: Duration = Duration::from_millis(200);
+
 /// The connections of one loop: `connections` slots, at most that many attempts in flight.
 pub struct Pool {
     permits: Semaphore,
     slots: Mutex<Vec<Slot>>,
+    /// While connects fail: the pause between them, and when the next may start.
+    pace: Mutex<(Duration, Option<Instant>)>,
 }
 
 impl Pool {
@@ -1001,7 +1046,31 @@ impl Pool {
         Pool {
             permits: Semaphore::new(size),
             slots: Mutex::new((0..size).map(|_| Slot::default()).collect()),
+            pace: Mutex::new((Duration::ZERO, None)),
         }
+    }
+
+    /// Waits until the pool may connect again; false if shutdown came first.
+    async fn pace(&self, shutdown: &mut Shutdown) -> bool {
+        let next = self.pace.lock().unwrap_or_else(|p| p.into_inner()).1;
+        match next {
+            Some(at) if at > Instant::now() => tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => true,
+                _ = shutdown.wait() => false,
+            },
+            _ => true,
+        }
+    }
+
+    /// Notes how a connect ended: a failure makes the next one wait, a success ends pacing.
+    fn connected(&self, ok: bool) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        *pace = if ok {
+            (Duration::ZERO, None)
+        } else {
+            let step = (pace.0 * 2).clamp(MIN_CONNECT_PACE, MAX_CONNECT_PACE);
+            (step, Some(Instant::now() + step))
+        };
     }
 
     async fn take(&self) -> (SemaphorePermit<'_>, Slot) {
@@ -1130,6 +1199,23 @@ async fn run_owned(
     drop(permit);
 }
 
+/// How much earlier than a tick is due its timer is armed. Tokio's timer rounds a deadline
+/// up to its next millisecond tick and the driver's sleep (epoll's millisecond timeout)
+/// rounds up again, so a timer armed for the tick itself wakes up to about 2 ms late; that
+/// lateness, counted from the scheduled start, made 95 % of loopback operations measure
+/// 1-2 ms although the server answered in 0.15 ms. Armed 2 ms early, the timer wakes at most
+/// about the tick; an operation then starts at once and its latency counts from
+/// [`start_of`]. Measured on loopback (release, 10 s soak): operation p50 0.87 ms → 0.19 ms
+/// with an attempt p50 of 0.15 ms (1 ms early: still 0.87 ms).
+const TIMER_LEAD: Duration = Duration::from_millis(2);
+
+/// The start of an operation due at `due`: when it was due if the loop woke late (a stall
+/// of the canary still counts, as it would for a client: no coordinated omission), or now
+/// if the early-armed timer woke before it was due.
+fn start_of(due: tokio::time::Instant) -> Instant {
+    due.into_std().min(Instant::now())
+}
+
 /// Puts `timer` in Tokio's timer wheel now (a timer is registered when first polled).
 async fn register(timer: Pin<&mut tokio::time::Sleep>) {
     let mut timer = Some(timer);
@@ -1173,8 +1259,8 @@ async fn open_loop(
     // from when it was due.
     let mut due = tokio::time::Instant::now() + phase;
     let mut timers = [
-        Box::pin(tokio::time::sleep_until(due)),
-        Box::pin(tokio::time::sleep_until(due + period)),
+        Box::pin(tokio::time::sleep_until(due - TIMER_LEAD)),
+        Box::pin(tokio::time::sleep_until(due + period - TIMER_LEAD)),
     ];
     register(timers[1].as_mut()).await;
     let mut next = 0;
@@ -1187,8 +1273,8 @@ async fn open_loop(
             () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
             () = &mut stop => break,
         }
-        let scheduled = due.into_std();
-        timers[next].as_mut().reset(due + 2 * period);
+        let scheduled = start_of(due);
+        timers[next].as_mut().reset(due + 2 * period - TIMER_LEAD);
         register(timers[next].as_mut()).await;
         next ^= 1;
         due += period;
@@ -1269,7 +1355,7 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
     .min(slow);
     let pending = Arc::new(Semaphore::new(pending_cap));
     let mut next = tokio::time::Instant::now() + phase;
-    let mut timer = pin!(tokio::time::sleep_until(next));
+    let mut timer = pin!(tokio::time::sleep_until(next - TIMER_LEAD));
     let mut stop_rx = shutdown.clone();
     let mut stop = pin!(stop_rx.wait());
     let mut inline = pin!(None);
@@ -1279,7 +1365,7 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
             () = drive_inline(inline.as_mut()), if inline.is_some() => continue,
             () = &mut stop => break,
         }
-        let scheduled = next.into_std();
+        let scheduled = start_of(next);
         match pending.clone().try_acquire_owned() {
             Ok(permit) => {
                 let run = probe_owned(t.clone(), scheduled, permit);
@@ -1299,7 +1385,7 @@ async fn probe_loop(t: &Arc<TargetState>, phase: Duration, pending_cap: usize, s
         } else {
             slow
         };
-        timer.as_mut().reset(next);
+        timer.as_mut().reset(next - TIMER_LEAD);
     }
     let bound = t.settings.connect_timeout + t.settings.response_timeout;
     drain(inline, &pending, pending_cap, bound).await;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::classify::ResultKind;
+use crate::classify::{InternalCause, ResultKind};
 use crate::ledger::Verdict;
 use crate::op::{Kind, Op, Outcome};
 
@@ -91,6 +91,12 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InternalLabels {
+    pub target: String,
+    pub cause: InternalCause,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
     pub target: String,
     pub node: String,
@@ -146,6 +152,7 @@ pub struct Metrics {
     connection_drops: Family<KindLabels, Counter>,
     backend_info: Family<BackendLabels, Gauge>,
     backend_switches: Family<TargetLabels, Counter>,
+    internal_errors: Family<InternalLabels, Counter>,
     backend_restarts: Family<TargetLabels, Counter>,
     node_up: Family<NodeLabels, Gauge>,
     replication_delay: HistogramFamily<NodeLabels>,
@@ -182,6 +189,7 @@ impl Metrics {
             connection_drops: Family::default(),
             backend_info: Family::default(),
             backend_switches: Family::default(),
+            internal_errors: Family::default(),
             backend_restarts: Family::default(),
             node_up: Family::default(),
             replication_delay: Family::new_with_constructor(latency_histogram),
@@ -192,6 +200,11 @@ impl Metrics {
             "operations",
             "Operations by final outcome: ok on the first try, recovered after at least one retry, failed when retries ran out or the server refused for good",
             m.operations.clone(),
+        );
+        r.register(
+            "internal_errors",
+            "Failures of the canary itself (out of file descriptors, memory or local ports), by cause: never counted against the target",
+            m.internal_errors.clone(),
         );
         r.register(
             "attempts",
@@ -383,6 +396,13 @@ impl Metrics {
             disrupted: self.disrupted.get_or_create_owned(&tl),
             disruption_start: self.disruption_start.get_or_create_owned(&tl),
             backend_switches: self.backend_switches.get_or_create_owned(&tl),
+            internal_errors: InternalCause::ALL
+                .iter()
+                .map(|&cause| {
+                    self.internal_errors
+                        .get_or_create_owned(&InternalLabels { target: t(), cause })
+                })
+                .collect(),
             backend_restarts: self.backend_restarts.get_or_create_owned(&tl),
             backend_info: self.backend_info.clone(),
             node_up: self.node_up.clone(),
@@ -447,6 +467,8 @@ pub struct TargetMetrics {
     pub disrupted: Gauge,
     pub disruption_start: F64Gauge,
     pub backend_switches: Counter,
+    /// By [`InternalCause`], in its `ALL` order.
+    internal_errors: Vec<Counter>,
     pub backend_restarts: Counter,
     pub backend_info: Family<BackendLabels, Gauge>,
     pub node_up: Family<NodeLabels, Gauge>,
@@ -460,6 +482,13 @@ impl TargetMetrics {
     }
     pub fn kind(&self, kind: Kind) -> &KindMetrics {
         &self.kinds[kind as usize]
+    }
+    pub fn internal(&self, cause: InternalCause) -> &Counter {
+        &self.internal_errors[cause as usize]
+    }
+    /// Canary-side failures of this target's loops so far, all causes.
+    pub fn internal_total(&self) -> u64 {
+        self.internal_errors.iter().map(Counter::get).sum()
     }
 }
 
