@@ -121,3 +121,68 @@ fn unix_now() -> f64 {
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::CommonArgs;
+
+    /// A config with one target on a closed port of loopback: every connect is refused.
+    fn dead_target_config() -> Config {
+        let args = CommonArgs {
+            targets: vec!["dead=redis://127.0.0.1:1".into()],
+            ..CommonArgs::default()
+        };
+        crate::config::load_from(&args, &[]).expect("a valid config")
+    }
+
+    #[tokio::test]
+    async fn a_signal_ends_the_soak_early_as_an_interrupted_failure_with_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let signal = tokio::time::sleep(Duration::from_millis(300));
+        let began = std::time::Instant::now();
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(
+                &dead_target_config(),
+                listener,
+                Duration::from_secs(60),
+                Some(&path),
+                signal,
+            ),
+        )
+        .await
+        .expect("the soak ends soon after the signal")
+        .expect("the soak runs");
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert!(report.interrupted && !report.pass);
+        assert_eq!(report.targets.len(), 1);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["interrupted"], true);
+        assert_eq!(written["targets"][0]["name"], "dead");
+        assert!(written["targets"][0]["connects"]["pool"]["refused"].as_u64() > Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_report_that_cannot_be_written_is_an_error_naming_the_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let path = Path::new("/nonexistent-dir/report.json");
+        let err = run(
+            &dead_target_config(),
+            listener,
+            Duration::from_millis(200),
+            Some(path),
+            std::future::pending(),
+        )
+        .await
+        .expect_err("the directory does not exist");
+        assert!(matches!(err, SoakError::WriteReport { .. }));
+        assert!(
+            err.to_string().contains("/nonexistent-dir/report.json"),
+            "{err}"
+        );
+    }
+}
