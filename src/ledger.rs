@@ -5,13 +5,20 @@
 //! (timed out or cut off: the server may apply it later). A value read back is judged
 //! against that memory. Times are microseconds on the process's monotonic clock
 //! ([`crate::clock`]), so the ledger is plain data and is tested without a network.
+//!
+//! Every question asked per operation is answered without walking the keyspace: the keys
+//! worth reading are a list kept as they get their first acknowledgement, and the newest
+//! settled write comes from an index of acknowledged writes ([`Settling`]).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::payload::Payload;
 
 /// Writes remembered per key. A key is rewritten every `keys / rate` seconds (100 s at the
 /// defaults), so one record is normally enough; three cover the overlap of a write in flight,
 /// a write of unknown outcome and the newest acknowledged one under `rate = "max"`, and keep
-/// the ledger at about 100 bytes per key.
+/// the ledger at about 100 bytes per key (plus about as much for the index of acknowledged
+/// writes in [`Settling`]).
 const RECORDS_PER_KEY: usize = 3;
 
 /// What a read saw, judged against the ledger.
@@ -82,6 +89,10 @@ pub struct Ledger {
     slots: Vec<[Record; RECORDS_PER_KEY]>,
     /// Keys with at least one acknowledged write in this run: the ones worth reading.
     readable: Vec<u32>,
+    /// Per key, whether it is in `readable` (so adding one is O(1)).
+    is_readable: Vec<bool>,
+    /// The acknowledged writes still remembered, for [`Ledger::newest_settled_key`].
+    settling: Settling,
     /// The newest acknowledged write, followed on the direct nodes (DESIGN §2.6).
     latest_acked: Option<Acked>,
 }
@@ -107,6 +118,8 @@ impl Ledger {
             next_seq: 1,
             slots: Vec::new(),
             readable: Vec::new(),
+            is_readable: Vec::new(),
+            settling: Settling::default(),
             latest_acked: None,
         }
     }
@@ -120,13 +133,18 @@ impl Ledger {
         let idx = key_index as usize;
         if idx >= self.slots.len() {
             self.slots.resize(idx + 1, Default::default());
+            self.is_readable.resize(idx + 1, false);
         }
+        self.settling.advance(now_us.saturating_sub(self.grace_us));
         let slot = &mut self.slots[idx];
         // Replace the oldest record (an empty one has seq 0, so it goes first).
         let oldest = slot
             .iter_mut()
             .min_by_key(|r| r.seq)
             .expect("RECORDS_PER_KEY > 0");
+        if oldest.state == State::Acked {
+            self.settling.remove(oldest.seq, oldest.acked_us);
+        }
         *oldest = Record {
             seq,
             sent_us: now_us,
@@ -138,14 +156,19 @@ impl Ledger {
 
     /// The write was acknowledged (`+OK`) at `acked_us`.
     pub fn write_acked(&mut self, ticket: WriteTicket, acked_us: u64) {
-        let first_ack = !self
-            .slot(ticket.key_index)
-            .iter()
-            .any(|r| r.state == State::Acked);
+        self.settling
+            .advance(acked_us.saturating_sub(self.grace_us));
         if let Some(r) = self.record_mut(ticket) {
+            let previous = (r.state == State::Acked).then_some(r.acked_us);
             r.state = State::Acked;
             r.acked_us = acked_us;
-            if first_ack && !self.readable.contains(&ticket.key_index) {
+            if let Some(previous) = previous {
+                self.settling.remove(ticket.seq, previous);
+            }
+            self.settling.insert(ticket.seq, acked_us);
+            let idx = ticket.key_index as usize;
+            if !self.is_readable[idx] {
+                self.is_readable[idx] = true;
                 self.readable.push(ticket.key_index);
             }
             if self.latest_acked.is_none_or(|l| l.seq < ticket.seq) {
@@ -173,6 +196,7 @@ impl Ledger {
 
     /// Retries ran out after a timeout or a broken connection: the write may still land.
     pub fn write_unknown(&mut self, ticket: WriteTicket) {
+        self.forget_ack(ticket);
         if let Some(r) = self.record_mut(ticket) {
             r.state = State::Unknown;
         }
@@ -180,6 +204,7 @@ impl Ledger {
 
     /// The server refused the write for good (OOM, error): it will never be read back.
     pub fn write_rejected(&mut self, ticket: WriteTicket) {
+        self.forget_ack(ticket);
         if let Some(r) = self.record_mut(ticket) {
             *r = Record::default();
         }
@@ -198,13 +223,8 @@ impl Ledger {
     /// what the fresh-connection probe reads (DESIGN §2.8).
     pub fn newest_settled_key(&self, now_us: u64) -> Option<u32> {
         let limit = now_us.checked_sub(self.grace_us)?;
-        self.slots
-            .iter()
-            .enumerate()
-            .flat_map(|(k, recs)| recs.iter().map(move |r| (k, r)))
-            .filter(|(_, r)| r.state == State::Acked && r.acked_us <= limit)
-            .max_by_key(|(_, r)| r.seq)
-            .map(|(k, _)| k as u32)
+        let seq = self.settling.newest(limit)?;
+        Some(self.key_of(seq))
     }
 
     /// Judges what a `GET` of `key_index` returned; `read_sent_us` is when the attempt that
@@ -271,6 +291,22 @@ impl Ledger {
         self.next_seq - 1
     }
 
+    /// The key a sequence number of this run was written to (keys go round-robin).
+    fn key_of(&self, seq: u64) -> u32 {
+        ((seq - 1) % u64::from(self.keys)) as u32
+    }
+
+    /// Takes an acknowledged write out of the index, if `ticket` was one (it is not expected
+    /// to be: only writes in flight fail).
+    fn forget_ack(&mut self, ticket: WriteTicket) {
+        if let Some(r) = self.record_mut(ticket)
+            && r.state == State::Acked
+        {
+            let acked_us = r.acked_us;
+            self.settling.remove(ticket.seq, acked_us);
+        }
+    }
+
     fn slot(&self, key_index: u32) -> &[Record] {
         self.slots
             .get(key_index as usize)
@@ -283,6 +319,83 @@ impl Ledger {
             .get_mut(ticket.key_index as usize)?
             .iter_mut()
             .find(|r| r.seq == ticket.seq)
+    }
+}
+
+/// The acknowledged writes that the ledger still remembers, indexed so that "the newest one
+/// acknowledged at or before `limit`" costs O(log n), n being at most `RECORDS_PER_KEY ×
+/// keys`.
+///
+/// Acknowledgements at or before the watermark sit in `settled`, by sequence number: once
+/// `limit` has passed the watermark, the newest of them is simply the last. The younger ones
+/// (normally those of the last `stale_grace`) sit in `recent`, by acknowledgement time. The
+/// watermark follows the clock on every write (`now - stale_grace`), so `recent` stays small
+/// and a query looks at a few of its entries. Where it does not hold (a `limit` below the
+/// watermark, from a clock read before a write that raced ahead) the answer is still exact,
+/// only found by a longer walk.
+#[derive(Debug, Default)]
+struct Settling {
+    /// Sequence number → acknowledgement time, for acknowledgements ≤ `watermark`.
+    settled: BTreeMap<u64, u64>,
+    /// (acknowledgement time, sequence number) for acknowledgements > `watermark`.
+    recent: BTreeSet<(u64, u64)>,
+    watermark: u64,
+}
+
+impl Settling {
+    fn insert(&mut self, seq: u64, acked_us: u64) {
+        if acked_us <= self.watermark {
+            self.settled.insert(seq, acked_us);
+        } else {
+            self.recent.insert((acked_us, seq));
+        }
+    }
+
+    fn remove(&mut self, seq: u64, acked_us: u64) {
+        if acked_us <= self.watermark {
+            self.settled.remove(&seq);
+        } else {
+            self.recent.remove(&(acked_us, seq));
+        }
+    }
+
+    /// Moves every acknowledgement at or before `to` into `settled`.
+    fn advance(&mut self, to: u64) {
+        if to <= self.watermark {
+            return;
+        }
+        while let Some(&(acked_us, seq)) = self.recent.first()
+            && acked_us <= to
+        {
+            self.recent.pop_first();
+            self.settled.insert(seq, acked_us);
+        }
+        self.watermark = to;
+    }
+
+    /// The highest sequence number acknowledged at or before `limit`.
+    fn newest(&self, limit: u64) -> Option<u64> {
+        let recent = self
+            .recent
+            .range(..=(limit, u64::MAX))
+            .map(|&(_, seq)| seq)
+            .max();
+        let settled = if limit >= self.watermark {
+            self.settled.last_key_value().map(|(&seq, _)| seq)
+        } else {
+            self.settled
+                .iter()
+                .rev()
+                .find(|&(_, &acked_us)| acked_us <= limit)
+                .map(|(&seq, _)| seq)
+        };
+        recent.max(settled)
+    }
+
+    /// Acknowledged writes indexed.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.settled.len() + self.recent.len()
     }
 }
 
@@ -471,5 +584,126 @@ mod tests {
         assert_eq!(l.slots.len(), 1);
         assert_eq!(l.readable.len(), 1);
         assert_eq!(l.last_seq(), 100);
+    }
+
+    /// What `newest_settled_key` answered before the index: a walk over every record.
+    fn newest_settled_by_scan(l: &Ledger, now_us: u64) -> Option<u32> {
+        let limit = now_us.checked_sub(l.grace_us)?;
+        l.slots
+            .iter()
+            .enumerate()
+            .flat_map(|(k, recs)| recs.iter().map(move |r| (k, r)))
+            .filter(|(_, r)| r.state == State::Acked && r.acked_us <= limit)
+            .max_by_key(|(_, r)| r.seq)
+            .map(|(k, _)| k as u32)
+    }
+
+    fn acked_records(l: &Ledger) -> usize {
+        l.slots
+            .iter()
+            .flatten()
+            .filter(|r| r.state == State::Acked)
+            .count()
+    }
+
+    #[test]
+    fn the_settled_index_answers_as_a_full_scan_would() {
+        use rand::{Rng, SeedableRng};
+        for (keys, grace) in [(1, GRACE), (3, GRACE), (50, GRACE), (7, 0)] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(keys) * 31 + grace);
+            let mut l = Ledger::new(OWNER, EPOCH, keys, 30 * S, grace);
+            let mut now = 0u64;
+            let mut in_flight: Vec<WriteTicket> = Vec::new();
+            for step in 0..20_000 {
+                now += rng.random_range(0..S / 4);
+                match rng.random_range(0..10) {
+                    0..4 => in_flight.push(l.begin_write(now)),
+                    4..8 if !in_flight.is_empty() => {
+                        // Acks arrive out of order, and a little before `now` (the clock
+                        // was read before the ledger's lock was taken).
+                        let w = in_flight.swap_remove(rng.random_range(0..in_flight.len()));
+                        l.write_acked(w, now.saturating_sub(rng.random_range(0..S / 10)));
+                    }
+                    8 if !in_flight.is_empty() => {
+                        let w = in_flight.swap_remove(rng.random_range(0..in_flight.len()));
+                        if rng.random_bool(0.5) {
+                            l.write_unknown(w);
+                        } else {
+                            l.write_rejected(w);
+                        }
+                    }
+                    _ => {}
+                }
+                // Mostly now, sometimes a clock read a while ago.
+                let at = now.saturating_sub(rng.random_range(0..2) * rng.random_range(0..3 * S));
+                assert_eq!(
+                    l.newest_settled_key(at),
+                    newest_settled_by_scan(&l, at),
+                    "keys {keys}, grace {grace}, step {step}, at {at}"
+                );
+                assert_eq!(l.settling.len(), acked_records(&l), "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_settled_write_replaced_by_newer_ones_is_no_longer_read_by_the_probe() {
+        let mut l = ledger(1);
+        let a = l.begin_write(S);
+        l.write_acked(a, S);
+        assert_eq!(l.newest_settled_key(3 * S), Some(0));
+        // Three newer writes still in flight push the acknowledged one out of the ledger.
+        for t in [4, 5, 6] {
+            l.begin_write(t * S);
+        }
+        assert_eq!(l.newest_settled_key(7 * S), None);
+        assert_eq!(l.settling.len(), 0);
+    }
+
+    #[test]
+    fn writes_of_unknown_outcome_are_not_settled_but_older_acks_of_their_key_are() {
+        let mut l = ledger(2);
+        let a = l.begin_write(S); // key 0
+        let b = l.begin_write(S); // key 1
+        l.write_acked(a, 2 * S);
+        l.write_acked(b, 3 * S);
+        let c = l.begin_write(4 * S); // key 0 again
+        l.write_unknown(c);
+        let d = l.begin_write(5 * S); // key 1 again
+        l.write_rejected(d);
+        // The newest settled acknowledgement is still b's: c and d never were.
+        assert_eq!(l.newest_settled_key(10 * S), Some(1));
+        assert_eq!(l.settling.len(), 2);
+        // Both keys stay readable, and the unknown write read back is fresh.
+        assert_eq!(l.pick_read_key(|_| 0), Some(0));
+        assert_eq!(l.pick_read_key(|_| 1), Some(1));
+        assert_eq!(l.verdict(0, 10 * S, Some(&value(c.seq, 0))), Verdict::Fresh);
+    }
+
+    #[test]
+    fn keys_past_their_ttl_stay_readable_and_their_nil_is_no_loss() {
+        let mut l = ledger(2);
+        let a = l.begin_write(S);
+        l.write_acked(a, S);
+        let after_ttl = S + TTL + 1;
+        // The probe still reads it: nil there is judged by the verdict, not hidden.
+        assert_eq!(l.newest_settled_key(after_ttl), Some(0));
+        assert_eq!(l.pick_read_key(|_| 0), Some(0));
+        assert_eq!(l.verdict(0, after_ttl, None), Verdict::Fresh);
+        assert_eq!(l.verdict(0, S + TTL - 1, None), Verdict::Missing);
+    }
+
+    #[test]
+    fn a_key_is_listed_once_however_often_it_is_acknowledged() {
+        let mut l = ledger(3);
+        for t in 0..30 {
+            let w = l.begin_write(t * S);
+            if w.key_index != 2 {
+                l.write_acked(w, t * S);
+            }
+        }
+        assert_eq!(l.readable, [0, 1]);
+        assert_eq!(l.pick_read_key(|n| n - 1), Some(1));
+        assert_eq!(l.settling.len(), acked_records(&l));
     }
 }
