@@ -227,6 +227,20 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_flag_or_value_gets_a_did_you_mean_hint() {
+        let flag = usage_error(&["--listne", "127.0.0.1:0"]);
+        assert_eq!(flag.kind(), ErrorKind::UnknownArgument);
+        assert!(flag.to_string().contains("--listen"), "{flag}");
+        let value = usage_error(&["--log-format", "jsno"]);
+        assert!(value.to_string().contains("json"), "{value}");
+        let subcommand = usage_error(&["check-confg"]);
+        assert!(
+            subcommand.to_string().contains("check-config"),
+            "{subcommand}"
+        );
+    }
+
+    #[test]
     fn usage_errors_exit_2_and_version_is_printed() {
         let unknown = usage_error(&["--no-such-flag"]);
         assert_eq!(unknown.exit_code(), 2);

@@ -157,6 +157,89 @@ keys = 7
 }
 
 #[test]
+fn malformed_environment_values_exit_2_without_showing_the_password() {
+    for (name, value) in [
+        (
+            "REDIS_CANARY_TARGETS",
+            r#"[{name="a", url="redis://x", password="hunter2"]"#,
+        ),
+        (
+            "REDIS_CANARY_TARGETS",
+            r#"[{name="a", url="redis://canary:hunter2@x", rate=}]"#,
+        ),
+        (
+            "REDIS_CANARY_DEFAULTS",
+            r#"{rate=5, sentinel_password='hunter2'"#,
+        ),
+    ] {
+        for mode in ["check-config", "run"] {
+            let o = canary(&[mode], &[(name, value)]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{mode} {name}: {err}");
+            assert!(err.contains(name), "{mode}: the variable is named: {err}");
+            assert!(!err.contains("hunter2"), "{mode} {name}: {err}");
+            assert!(!stdout(&o).contains("hunter2"), "{mode} {name}");
+        }
+    }
+}
+
+#[test]
+fn a_config_file_that_never_ends_exits_2_at_once_naming_it() {
+    let started = std::time::Instant::now();
+    let o = canary(&["check-config", "--config", "/dev/zero"], &[]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("--config = \"/dev/zero\""), "{err}");
+    assert!(err.contains("larger than"), "{err}");
+}
+
+#[test]
+fn misspelt_keys_and_flags_get_a_did_you_mean_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[defaults]\nrat = 5\n[[targets]]\nname = \"a\"\nurl = \"redis://h\"\n",
+    );
+    let o = canary(&["check-config", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("defaults.rat = 5: unknown key (did you mean \"rate\"?)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = canary(&["check-config", "--targt", "a=redis://h"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--target"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_config_prints_the_protocol_and_tls_files_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[defaults]\nprotocol = 3\n[[targets]]\nname = \"a\"\nurl = \"rediss://h\"\n",
+    );
+    let o = canary(&["check-config", "--config", &path], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("protocol = 3"), "{}", stdout(&o));
+
+    let missing = dir.path().join("missing-ca.pem");
+    let path = write_config(
+        &dir,
+        &format!(
+            "[[targets]]\nname = \"a\"\nurl = \"rediss://h\"\ntls = {{ ca_file = {:?} }}\n",
+            missing.display().to_string()
+        ),
+    );
+    let o = canary(&["check-config", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("targets[0].tls.ca_file"), "{err}");
+    assert!(err.contains("missing-ca.pem"), "{err}");
+}
+
+#[test]
 fn unknown_redis_canary_variables_from_kubernetes_are_ignored_with_a_warning() {
     let redis = RedisServer::start(&[]);
     let canary = Canary::start_with(

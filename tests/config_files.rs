@@ -170,7 +170,7 @@ fn the_full_example_sets_every_key() {
     // Inherited key by key from [defaults].tls.
     assert_eq!(
         tls.ca_file.as_deref(),
-        Some(Path::new("/etc/canary/ca.pem"))
+        Some(Path::new("tests/config/tls/ca.pem"))
     );
     assert_eq!(lb.slo.min_availability, 0.9);
 
@@ -413,4 +413,145 @@ fn masked_toml_of_the_full_example_loads_back_as_the_same_configuration() {
             assert_eq!(reloaded, config, "{name}:\n{text}");
         }
     }
+}
+
+#[test]
+fn every_out_of_bounds_value_is_reported_at_once() {
+    let errors = reject(
+        &args_for(&config_dir("invalid").join("every_bound_at_once.toml")),
+        &[],
+    );
+    let keys: Vec<&str> = errors.0.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "defaults.connect_probe_interval",
+            "defaults.connect_timeout",
+            "defaults.connections",
+            "defaults.keys",
+            "defaults.rate",
+            "defaults.response_timeout",
+            "defaults.retry.base",
+            "defaults.retry.max_retries",
+            "defaults.value_size",
+        ],
+        "{errors}"
+    );
+}
+
+#[test]
+fn values_at_the_edges_of_their_bounds_are_accepted() {
+    let config = load(&args_for(&valid("bounds_at_the_edges.toml")), &[]);
+    let target = &config.targets[0];
+    assert_eq!(target.url.db, 4000);
+    assert_eq!(target.settings.protocol, config::Protocol::Resp2);
+    assert_eq!(target.settings.keys, 1);
+    assert_eq!(target.settings.rate, Rate::PerSecond(100_000.0));
+    assert_eq!(target.settings.connect_probe_interval, Duration::ZERO);
+    assert_eq!(target.settings.connect_timeout, Duration::from_millis(1));
+    assert_eq!(target.settings.response_timeout, Duration::from_secs(3600));
+    assert_eq!(target.settings.retry.max_retries, 100);
+}
+
+#[test]
+fn protocol_is_printed_and_loads_back() {
+    let config = load(&args_for(&valid("bounds_at_the_edges.toml")), &[]);
+    let (_dir, path) = temp_file(
+        &config
+            .to_masked_toml()
+            .replace("protocol = 2", "protocol = 3"),
+    );
+    assert!(config.to_masked_toml().contains("protocol = 2"));
+    let reloaded = load(&args_for(&path), &[]);
+    assert_eq!(
+        reloaded.targets[0].settings.protocol,
+        config::Protocol::Resp3
+    );
+}
+
+#[test]
+fn a_config_file_larger_than_1_mib_is_refused_naming_the_file() {
+    let (_dir, path) = temp_file(&format!(
+        "# {}\n[[targets]]\nname = \"a\"\nurl = \"redis://h\"\n",
+        "x".repeat(config::MAX_CONFIG_FILE_SIZE as usize)
+    ));
+    let errors = reject(&args_for(&path), &[]);
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key, "--config");
+    let text = errors.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("larger than 1048576 bytes"), "{text}");
+}
+
+#[test]
+fn dev_zero_as_config_file_fails_at_once() {
+    let started = std::time::Instant::now();
+    let errors = reject(&args_for(Path::new("/dev/zero")), &[]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = errors.to_string();
+    assert!(text.contains("--config = \"/dev/zero\""), "{text}");
+    assert!(text.contains("larger than"), "{text}");
+}
+
+#[test]
+fn malformed_environment_values_never_show_a_password() {
+    for (name, value) in [
+        (
+            "REDIS_CANARY_TARGETS",
+            r#"[{name="a", url="redis://x", password="hunter2"]"#,
+        ),
+        (
+            "REDIS_CANARY_TARGETS",
+            r#"[{name="a", url="redis://user:hunter2@x"]"#,
+        ),
+        (
+            "REDIS_CANARY_DEFAULTS",
+            r#"{rate=5, tls={ca_file="x"}, password = "hunter2""#,
+        ),
+        (
+            "REDIS_CANARY_TARGETS",
+            r#"[{name="a", url="redis://x", sentinel_password="hunter2", rate=}]"#,
+        ),
+    ] {
+        let errors = reject(&CommonArgs::default(), &[(name, value)]);
+        let text = errors.to_string();
+        assert!(!text.contains("hunter2"), "{name}={value}:\n{text}");
+        assert!(
+            text.contains(name),
+            "the problem names the variable:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_tls_file_given_in_defaults_is_checked_once_under_defaults() {
+    let (_dir, path) = temp_file(
+        "[defaults]\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n\
+         [[targets]]\nname = \"a\"\nurl = \"rediss://h\"\n\
+         [[targets]]\nname = \"b\"\nurl = \"rediss://h2\"\n",
+    );
+    let errors = reject(&args_for(&path), &[]);
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{errors}");
+    assert!(
+        lines[0].starts_with(
+            "invalid configuration: defaults.tls.ca_file = \"/nonexistent/ca.pem\": cannot read the file"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_value_with_control_characters_cannot_forge_a_log_line() {
+    let errors = reject(
+        &args_for(&valid("minimal.toml")),
+        &[(
+            "REDIS_CANARY_INSTANCE",
+            "x\ninvalid configuration: everything is fine\u{1b}[2K",
+        )],
+    );
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(text.contains("instance = \"x\\ninvalid"), "{text}");
 }
