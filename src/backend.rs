@@ -117,6 +117,8 @@ pub struct Backends {
     seen: HashMap<String, Seen>,
     /// Every backend ever seen (bounded like `seen`), for the soak report.
     history: Vec<BackendRecord>,
+    /// Connections that reached a backend no longer kept in `history` (it was full).
+    history_dropped: u64,
 }
 
 impl Backends {
@@ -210,7 +212,14 @@ impl Backends {
                 first_seen_us: now_us,
                 last_seen_us: now_us,
             });
+        } else {
+            self.history_dropped += 1;
         }
+    }
+
+    /// Connections that reached a backend the history had no room for.
+    pub fn history_dropped(&self) -> u64 {
+        self.history_dropped
     }
 }
 

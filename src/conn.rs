@@ -102,10 +102,12 @@ impl Endpoint {
         }
     }
 
-    fn password(&self) -> io::Result<Option<Secret>> {
+    /// The password to send: read anew on every connect (a rotated secret is picked up
+    /// without a restart), from a file without blocking the runtime thread.
+    async fn password(&self) -> io::Result<Option<Secret>> {
         match &self.url_password {
             Some(p) => Ok(Some(p.clone())),
-            None => self.password.resolve(),
+            None => self.password.resolve_async().await,
         }
     }
 }
@@ -318,7 +320,7 @@ impl Conn {
     }
 
     async fn open_inner(ep: &Endpoint) -> Result<Conn, ConnError> {
-        let password = ep.password().map_err(ConnError::Password)?;
+        let password = ep.password().await.map_err(ConnError::Password)?;
         // DNS is resolved on every connect: a rescheduled pod gets a new address.
         let addrs = resolve(&ep.host, ep.port).await?;
         let mut last = None;

@@ -72,14 +72,16 @@ pub fn prepare(
             }
             let client_name = format!("redis-canary/{}/{}", config.instance, t.name);
             let endpoint_for = |url: &crate::config::RedisUrl| -> Result<Endpoint, StartError> {
-                Ok(Endpoint::new(
+                let mut ep = Endpoint::new(
                     url,
                     t.username.as_deref(),
                     &t.password,
                     tls_for(url)?,
                     client_name.clone(),
                     s.connect_timeout,
-                ))
+                );
+                ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
+                Ok(ep)
             };
             let endpoint = endpoint_for(&t.url)?;
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
 use crate::canary::TargetState;
+use crate::classify::InternalCause;
 use crate::config::Config;
 use crate::daemon::{self, StartError};
 use crate::shutdown;
@@ -95,10 +96,9 @@ pub fn report(
 
 fn target_report(t: &TargetState) -> Option<TargetReport> {
     let stats = t.stats.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
-    let backends = t
-        .backends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let known = t.backends.lock().unwrap_or_else(|p| p.into_inner());
+    let dropped = known.history_dropped();
+    let backends = known
         .history()
         .iter()
         .map(|b| Backend {
@@ -110,9 +110,13 @@ fn target_report(t: &TargetState) -> Option<TargetReport> {
             last_seen: crate::http::format_unix(t.clock.unix_secs(b.last_seen_us)),
         })
         .collect();
-    // `Backends` does not count the backends it stops remembering yet: no count is reported
-    // rather than a made-up 0.
-    Some(TargetReport::new(&t.name, &stats, backends, None))
+    drop(known);
+    let mut report = TargetReport::new(&t.name, &stats, backends, Some(dropped));
+    report.internal_errors = InternalCause::ALL
+        .iter()
+        .map(|&c| (c.as_str(), t.metrics.internal(c).get()))
+        .collect();
+    Some(report)
 }
 
 fn unix_now() -> f64 {

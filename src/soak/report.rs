@@ -144,8 +144,9 @@ pub struct TargetReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backends_dropped: Option<u64>,
     pub slo: Vec<Judgement>,
-    // Counts of canary-side (internal) errors join here as one more field: they are not
-    // server behaviour, so they stay out of `attempts` and out of the SLOs.
+    /// Failures of the canary itself by cause (out of file descriptors, memory, local
+    /// ports): not server behaviour, so they stay out of `attempts` and out of the SLOs.
+    pub internal_errors: BTreeMap<&'static str, u64>,
 }
 
 impl TargetReport {
@@ -205,6 +206,7 @@ impl TargetReport {
             backends,
             backends_dropped,
             slo,
+            internal_errors: BTreeMap::new(),
         }
     }
 
@@ -655,6 +657,7 @@ pub(crate) mod tests {
                 judged("max_corrupt_reads", 0.0, 0.0, true),
                 judged("p99_operation", 0.05, 3.000319, false),
             ],
+            "internal_errors": {},
         });
         assert_eq!(serde_json::to_value(&t).unwrap(), expected);
         // Fields are written in the documented order, not alphabetically.
