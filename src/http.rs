@@ -74,6 +74,13 @@ pub const MIN_CONNECTIONS: usize = 4;
 /// inside the 5 s of DESIGN §3, and serving a scrape on loopback takes milliseconds.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default). Connections wait here until accepted; when it is full the kernel drops SYNs
+/// and a scraper's connect waits for a retransmission (1 s, then 3 s), whatever the server
+/// does. Tokio binds with 1,024; 4,096 outlasts a flood of several thousand clients that
+/// reconnect as fast as they are evicted.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Read buffer bound per connection. Requests here are header-only GETs of well under 1 KiB;
 /// hyper's default (about 400 KB) would let [`MAX_CONNECTIONS`] half-sent heads hold 100 MB.
 const MAX_BUF_SIZE: usize = 16 * 1024;
@@ -128,6 +135,8 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> io::Result<Server> {
     listener.set_nonblocking(true)?;
+    // listen(2) again on a listening socket only changes its backlog.
+    socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
