@@ -524,3 +524,58 @@ fn sigterm_during_a_flood_exits_cleanly_within_five_seconds() {
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// Reads from `s` until the canary closes it or `within` passes; returns when it closed.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 64 * 1024];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match s.read(&mut buf) {
+            Ok(0) => return Some(Instant::now()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(Instant::now()),
+        }
+    }
+    None
+}
+
+#[test]
+fn idle_and_half_sent_connections_are_closed_after_the_header_timeout() {
+    let redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""), None);
+    // One connection kept alive after a complete request, one that never ends its head.
+    let mut idle = TcpStream::connect_timeout(&canary.addr, SCRAPE_WITHIN).expect("connect");
+    idle.set_read_timeout(Some(SCRAPE_WITHIN)).expect("timeout");
+    idle.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut answer = [0u8; 1024];
+    let n = idle.read(&mut answer).expect("an answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let mut half = TcpStream::connect_timeout(&canary.addr, SCRAPE_WITHIN).expect("connect");
+    half.write_all(HALF_SENT).expect("half a request");
+    let started = Instant::now();
+
+    // 5 s, with room for a slow machine either way.
+    let within = Duration::from_secs(8);
+    let idle_closed = closed_within(&mut idle, within).expect("the idle connection closed");
+    let half_closed = closed_within(&mut half, within).expect("the half-sent one closed");
+    for (what, at) in [("idle", idle_closed), ("half-sent", half_closed)] {
+        let after = at - started;
+        assert!(
+            (Duration::from_millis(4500)..within).contains(&after),
+            "the {what} connection closed after {after:?}"
+        );
+    }
+    // The status page keeps the canary's own failures apart from the target's.
+    let (status, page) = get(canary.addr, "/", SCRAPE_WITHIN).expect("/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(
+            "canary-side errors (this process, not the targets): <span class=\"ok\">0</span>"
+        ),
+        "{page}"
+    );
+}
