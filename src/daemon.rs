@@ -12,7 +12,7 @@ use crate::canary::{Shared, TargetState, run_loop, run_nodes};
 use crate::clock::Clock;
 use crate::config::{Config, Rate};
 use crate::conn::Endpoint;
-use crate::http::{AppState, serve};
+use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::op::Op;
 use crate::shutdown::{self, Shutdown};
@@ -118,10 +118,18 @@ pub async fn run(
         loops_alive: Default::default(),
         loops_expected,
         instance: config.instance.clone(),
+        internal_errors: http::no_internal_errors(),
     });
     // HTTP keeps answering while the loops drain; it gets its own trigger.
     let (http_stop, http_shutdown) = shutdown::channel();
-    let http = tokio::spawn(serve(listener, state.clone(), http_shutdown));
+    // On a thread of its own, so that encoding /metrics never delays an operation.
+    let http = listener
+        .into_std()
+        .and_then(|l| http::spawn(l, state.clone(), http_shutdown))
+        .map_err(|e| StartError {
+            key: "listen".into(),
+            message: format!("cannot serve HTTP: {e}"),
+        })?;
     tracing::info!(
         targets = targets.len(),
         instance = %config.instance,
@@ -204,7 +212,7 @@ pub async fn run(
         tracing.shutdown(TRACE_FLUSH_BUDGET).await;
     }
     http_stop.trigger();
-    let _ = tokio::time::timeout(Duration::from_millis(200), http).await;
+    let _ = tokio::time::timeout(http::SHUTDOWN_GRACE * 2, http.finished()).await;
     tracing::info!(
         took_ms = began.elapsed().as_millis() as u64,
         "redis-canary stopped"

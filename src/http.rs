@@ -1,10 +1,22 @@
-//! The HTTP endpoints of DESIGN §5 on one hyper server: `/metrics` (OpenMetrics, or
-//! Prometheus text on request), `/healthz`, `/readyz`, the `/` status page, 404 otherwise.
+//! The HTTP endpoints of DESIGN §5: `/metrics` (OpenMetrics, or Prometheus text on request),
+//! `/healthz`, `/readyz`, the `/` status page, 404 otherwise.
+//!
+//! The server runs on an OS thread of its own with a current-thread Tokio runtime
+//! ([`spawn`]): encoding `/metrics` (23.5 MB at 1,000 targets) never runs on the runtime
+//! that times the operations. It cannot be starved by its clients: a request head must
+//! arrive within [`HEADER_READ_TIMEOUT`] (which also ends idle keep-alive connections), a
+//! response must be taken within [`RESPONSE_WRITE_TIMEOUT`], and at most
+//! [`connection_limit`] connections are open at once; past that a new connection evicts the
+//! oldest idle or half-sent one (see [`serve`] for why that and not refusing).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -12,16 +24,82 @@ use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Sleep;
 
 use crate::canary::TargetState;
 use crate::metrics::{Metrics, to_prometheus_text};
-use crate::op::Op;
 use crate::shutdown::Shutdown;
+
+mod status_page;
+
+pub use status_page::{escape, format_unix};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How long a client gets to send a whole request head. Prometheus and kubelet send theirs
+/// in one packet, so only a stalled or hostile client ever meets it. hyper starts the same
+/// timer while a kept-alive connection waits for its next request, so this is also the idle
+/// keep-alive timeout: a scraper every 10-15 s reconnects for each scrape (one cheap
+/// loopback or LAN handshake) instead of the canary holding a socket for a client that may
+/// never come back.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a response may take to be handed to the kernel, from its first byte. A slow or
+/// stopped reader otherwise pins its task and its socket for ever. 30 s is three times
+/// Prometheus' default scrape timeout (a scrape that slow is discarded by Prometheus anyway)
+/// and moves the largest exposition (23.5 MB at 1,000 targets) at under 1 MB/s.
+pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most connections open at once. Scrapers, probes and people need a handful; 256 leaves
+/// room for many Prometheus replicas and dashboards while keeping the worst case at 256
+/// sockets and 256 small read buffers.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The HTTP server uses at most 1/`FD_SHARE` of the process's file descriptor limit, so a
+/// flood of connections never takes the descriptors the measuring loops connect with (a
+/// failed connect there would read as a disruption of a healthy target).
+pub const FD_SHARE: u64 = 4;
+
+/// Fewest connections allowed even under a tiny descriptor limit: a scraper, a probe, a
+/// person and one spare.
+pub const MIN_CONNECTIONS: usize = 4;
+
+/// How long requests in flight get to finish once the server is told to stop. It runs after
+/// the daemon's drain (3 s), cleanup (1 s) and trace flush (0.5 s): 0.25 s keeps the exit
+/// inside the 5 s of DESIGN §3, and serving a scrape on loopback takes milliseconds.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default). Connections wait here until accepted; when it is full the kernel drops SYNs
+/// and a scraper's connect waits for a retransmission (1 s, then 3 s), whatever the server
+/// does. Tokio binds with 1,024; 4,096 outlasts a flood of several thousand clients that
+/// reconnect as fast as they are evicted.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Read buffer bound per connection. Requests here are header-only GETs of well under 1 KiB;
+/// hyper's default (about 400 KB) would let [`MAX_CONNECTIONS`] half-sent heads hold 100 MB.
+const MAX_BUF_SIZE: usize = 16 * 1024;
+
+/// Pause after an `accept` error (out of descriptors, mostly) so the loop does not spin
+/// while the pending connection waits in the backlog.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Least time between two warnings about failing `accept`s.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Canary-side failures counted for one target (out of file descriptors or memory, no local
+/// port): kept apart from what the target did, on `/healthz` and the status page.
+pub type InternalErrors = Box<dyn Fn(&TargetState) -> u64 + Send + Sync>;
+
+/// An [`InternalErrors`] for a build that does not count them yet: always 0.
+pub fn no_internal_errors() -> InternalErrors {
+    Box::new(|_| 0)
+}
 
 /// What the endpoints read.
 pub struct AppState {
@@ -31,33 +109,329 @@ pub struct AppState {
     pub loops_alive: AtomicUsize,
     pub loops_expected: usize,
     pub instance: String,
+    /// The canary's own failures per target (`internal_errors_total`, summed over causes).
+    pub internal_errors: InternalErrors,
 }
 
-/// Serves until `shutdown`; connections in progress are served to the end of their request.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Shutdown) {
+/// The running server thread.
+pub struct Server {
+    finished: oneshot::Receiver<()>,
+}
+
+impl Server {
+    /// Resolves once the server thread is done: at most [`SHUTDOWN_GRACE`] (plus closing the
+    /// sockets) after its `shutdown` was triggered.
+    pub async fn finished(self) {
+        let _ = self.finished.await;
+    }
+}
+
+/// Serves HTTP on `listener` from a new OS thread with a current-thread runtime of its own
+/// until `shutdown`; then lets requests in flight finish for up to [`SHUTDOWN_GRACE`] and
+/// closes every connection. Fails only if the runtime or the thread cannot be created.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> io::Result<Server> {
+    listener.set_nonblocking(true)?;
+    // listen(2) again on a listening socket only changes its backlog.
+    socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let limit = connection_limit(open_files_limit());
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("redis-canary-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, state, shutdown, limit).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
+                }
+            });
+            // Connections still open past the grace are cut off here.
+            drop(runtime);
+            let _ = done.send(());
+        })?;
+    Ok(Server { finished })
+}
+
+/// How many connections the server keeps open under a descriptor limit of `open_files`
+/// (`None`: unlimited or unknown).
+pub fn connection_limit(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(n) => usize::try_from(n / FD_SHARE)
+            .unwrap_or(usize::MAX)
+            .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS),
+        None => MAX_CONNECTIONS,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits` (Linux); `None` when
+/// unlimited or unreadable.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The accept loop.
+///
+/// When `limit` connections are open, a new one is still accepted and the oldest idle
+/// (kept alive between requests) or half-sent (still sending its head) connection is
+/// closed to make room; only if every connection is mid-response does the oldest of those
+/// go. The alternatives starve the scraper: leaving new connections in the backlog queues
+/// a fresh scrape behind every stalled client until their header timeouts expire (5 s, far
+/// past a scrape timeout), and accepting-and-closing refuses it outright. Evicting the
+/// oldest keeps the newest, which a real scraper is (it sends its request at once and is
+/// served in microseconds); a flood only ever evicts itself. The descriptors in use stay
+/// at `limit` + 1: the loop yields after each eviction so the evicted task closes its
+/// socket before the next `accept`.
+async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Shutdown, limit: usize) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_BUF_SIZE);
+    let builder = Arc::new(builder);
+    let open = Arc::new(Connections::default());
+    let mut next_id = 0u64;
+    let mut last_warning: Option<Instant> = None;
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
             accepted = listener.accept() => match accepted {
-                Ok(s) => s,
+                Ok((stream, _)) => stream,
                 Err(e) => {
-                    // EMFILE and friends: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if last_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_INTERVAL) {
+                        tracing::warn!(error = %e, open = open.len(), "accepting an HTTP connection failed");
+                        last_warning = Some(Instant::now());
+                    }
+                    if is_out_of_descriptors(&e) && open.evict_oldest(None) {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
                     continue;
                 }
             },
-            _ = shutdown.wait() => break,
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        let id = next_id;
+        next_id += 1;
+        let ctl = open.add(id);
+        tokio::spawn(connection(
+            stream,
+            Registered(open.clone(), id, ctl),
+            builder.clone(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+        if open.len() > limit && open.evict_oldest(Some(id)) {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await;
+}
+
+/// EMFILE (24) or ENFILE (23), Linux errno values.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// One connection: served until it ends, is evicted (closed at once), or shutdown begins
+/// (the request in flight finishes, then it closes).
+async fn connection(
+    stream: TcpStream,
+    registered: Registered,
+    builder: Arc<http1::Builder>,
+    state: Arc<AppState>,
+    mut shutdown: Shutdown,
+) {
+    let ctl = registered.2.clone();
+    let io = TokioIo::new(WriteDeadline {
+        stream,
+        ctl: ctl.clone(),
+        deadline: None,
+    });
+    let busy = ctl.clone();
+    let service = service_fn(move |req| {
+        busy.busy.store(true, Ordering::Relaxed);
+        std::future::ready(Ok::<_, Infallible>(route(&state, &req)))
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = ctl.evict.notified() => return,
+        _ = shutdown.wait() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn => {}
+        _ = ctl.evict.notified() => {}
+    }
+}
+
+/// Control of one open connection, shared by its task and the accept loop.
+#[derive(Default)]
+struct Ctl {
+    /// A request has been read and its response is not yet fully written: evicted last.
+    busy: AtomicBool,
+    /// Close now (a permit is stored if the task is not waiting yet).
+    evict: Notify,
+}
+
+/// The open connections by accept order (ids increase), for the cap and for shutdown.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Arc<Ctl>>>,
+    closed: Notify,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Ctl>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn add(&self, id: u64) -> Arc<Ctl> {
+        let ctl = Arc::new(Ctl::default());
+        self.lock().insert(id, ctl.clone());
+        ctl
+    }
+
+    fn remove(&self, id: u64) {
+        let mut open = self.lock();
+        open.remove(&id);
+        if open.is_empty() {
+            self.closed.notify_waiters();
+        }
+    }
+
+    /// Tells the oldest connection other than `spare` to close, preferring one that is not
+    /// mid-response; false if there is none.
+    fn evict_oldest(&self, spare: Option<u64>) -> bool {
+        let mut open = self.lock();
+        let candidates = || open.iter().filter(|(id, _)| Some(**id) != spare);
+        let victim = candidates()
+            .find(|(_, c)| !c.busy.load(Ordering::Relaxed))
+            .or_else(|| candidates().next())
+            .map(|(id, _)| *id);
+        let Some(id) = victim else { return false };
+        if let Some(ctl) = open.remove(&id) {
+            ctl.evict.notify_one();
+        }
+        if open.is_empty() {
+            self.closed.notify_waiters();
+        }
+        true
+    }
+
+    /// Resolves once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.len() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// A connection's place in [`Connections`], given up when its task ends (however it ends).
+struct Registered(Arc<Connections>, u64, Arc<Ctl>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
+}
+
+/// The socket with [`RESPONSE_WRITE_TIMEOUT`]: the clock starts at the first byte written
+/// after the last complete flush and stops at the next one (hyper flushes once a response
+/// is wholly handed to the kernel), so the bound is per response, not per connection.
+struct WriteDeadline {
+    stream: TcpStream,
+    ctl: Arc<Ctl>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn poll_timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(RESPONSE_WRITE_TIMEOUT)));
+        match write(Pin::new(&mut self.stream), cx) {
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not take the response within the write timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_timed(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_timed(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) && this.deadline.take().is_some() {
+            this.ctl.busy.store(false, Ordering::Relaxed);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -67,24 +441,32 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => metrics(state, req),
-        "/healthz" => {
-            let alive = state.loops_alive.load(Ordering::Relaxed);
-            if alive >= state.loops_expected {
-                text(StatusCode::OK, "ok\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "{alive} of {} scheduling loops alive\n",
-                        state.loops_expected
-                    ),
-                )
-            }
-        }
+        "/healthz" => healthz(state),
         "/readyz" => text(StatusCode::OK, "ready\n"),
-        "/" => html(status_page(state)),
+        "/" => html(status_page::render(state)),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// 200 while every scheduling loop is alive, whatever the targets do. The canary's own
+/// failures are reported on a line of their own (`internal_errors N`) and do not fail the
+/// check: restarting the pod would not give it more descriptors or memory.
+fn healthz(state: &AppState) -> Response<Full<Bytes>> {
+    let alive = state.loops_alive.load(Ordering::Relaxed);
+    let internal: u64 = state
+        .targets
+        .iter()
+        .map(|t| (state.internal_errors)(t))
+        .sum();
+    let (status, first) = if alive >= state.loops_expected {
+        (StatusCode::OK, "ok".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{alive} of {} scheduling loops alive", state.loops_expected),
+        )
+    };
+    text(status, &format!("{first}\ninternal_errors {internal}\n"))
 }
 
 fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -123,100 +505,42 @@ fn html(body: String) -> Response<Full<Bytes>> {
         .expect("static headers are valid")
 }
 
-/// Escapes text for HTML: server replies in error messages are untrusted.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-fn status_page(state: &AppState) -> String {
-    let mut p = String::with_capacity(4096);
-    let _ = write!(
-        p,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>redis-canary</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}}\
-         .ok{{color:#070}}.bad{{color:#b00;font-weight:bold}}</style></head><body>\
-         <h1>redis-canary</h1><p>instance <code>{}</code> · <a href=\"/metrics\">/metrics</a> · \
-         <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>\
-         <table><tr><th>target</th><th>endpoint</th><th>state</th><th>writes ok/recovered/failed</th>\
-         <th>reads ok/recovered/failed</th><th>disruptions</th><th>last error</th></tr>",
-        escape(&state.instance)
-    );
-    for t in &state.targets {
-        let m = &t.metrics;
-        let counts = |op: Op| {
-            use crate::op::Outcome::*;
-            let o = m.op(op);
-            format!(
-                "{}/{}/{}",
-                o.outcome(Ok).get(),
-                o.outcome(Recovered).get(),
-                o.outcome(Failed).get()
-            )
-        };
-        let (class, state_text) = if t.is_disrupted() {
-            ("bad", "DISRUPTED")
-        } else {
-            ("ok", "ok")
-        };
-        let last_error = t
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|e| {
-                format!(
-                    "{} {} {}: {}",
-                    format_unix(e.at_unix),
-                    e.op,
-                    e.result,
-                    escape(&e.message)
-                )
-            })
-            .unwrap_or_else(|| "none".into());
-        let _ = write!(
-            p,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"{class}\">{state_text}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&t.name),
-            escape(&t.url_display),
-            counts(Op::Write),
-            counts(Op::Read),
-            m.disruptions.get(),
-            last_error
-        );
-    }
-    p.push_str("</table></body></html>\n");
-    p
-}
-
-/// Formats a Unix time as RFC 3339 UTC, second precision.
-pub fn format_unix(secs: f64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)),
-    )
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn server_text_cannot_inject_markup() {
-        assert_eq!(
-            escape("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
-        );
+    fn the_connection_cap_takes_a_quarter_of_the_descriptor_limit() {
+        assert_eq!(connection_limit(None), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(Some(1 << 20)), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(Some(1024)), 256);
+        assert_eq!(connection_limit(Some(128)), 32);
+        assert_eq!(connection_limit(Some(8)), MIN_CONNECTIONS);
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read_from_proc() {
+        // The test process has some finite or unlimited limit; either way it parses.
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"));
+            let unlimited = line.is_some_and(|l| l.contains("unlimited"));
+            assert_eq!(open_files_limit().is_some(), !unlimited, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_idle_connection_and_spares_the_new_one() {
+        let open = Connections::default();
+        let a = open.add(0);
+        let _b = open.add(1);
+        let _c = open.add(2);
+        a.busy.store(true, Ordering::Relaxed);
+        assert!(open.evict_oldest(Some(2)));
+        // 0 is mid-response, so 1 goes.
+        assert_eq!(open.lock().keys().copied().collect::<Vec<_>>(), [0, 2]);
+        // Only busy ones left besides the spared: the oldest busy one goes.
+        assert!(open.evict_oldest(Some(2)));
+        assert_eq!(open.lock().keys().copied().collect::<Vec<_>>(), [2]);
+        assert!(!open.evict_oldest(Some(2)));
     }
 }
