@@ -10,6 +10,10 @@ use support::names::*;
 use support::*;
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
     let redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
@@ -64,6 +68,10 @@ fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() {
     let mut redis = RedisServer::start(&[]);
     // With the default probe: a failing probe must not hold the episode open for a whole
@@ -117,6 +125,10 @@ fn a_killed_and_restarted_server_is_exactly_one_episode_as_long_as_the_outage() 
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
@@ -145,6 +157,10 @@ fn a_stalled_server_times_out_and_makes_one_episode_of_about_the_stall() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_wrong_password_is_an_auth_failure_until_the_file_is_fixed_without_a_restart() {
     let redis = RedisServer::start(&["--requirepass", "s3cret-right"]);
     let dir = tempfile::tempdir().unwrap();
@@ -179,6 +195,10 @@ fn a_wrong_password_is_an_auth_failure_until_the_file_is_fixed_without_a_restart
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn writes_to_a_replica_are_readonly_while_its_reads_succeed() {
     let master = RedisServer::start(&[]);
     let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
@@ -220,6 +240,10 @@ fn writes_to_a_replica_are_readonly_while_its_reads_succeed() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn out_of_memory_is_final_and_never_retried() {
     let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
@@ -255,12 +279,9 @@ fn out_of_memory_is_final_and_never_retried() {
 
 #[test]
 fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
-    let port = free_port();
-    let mut canary = Canary::start(&one_target_config(
-        "down",
-        &format!("redis://127.0.0.1:{port}"),
-        "",
-    ));
+    // Bound, never listening: connects are refused and nothing else can take the port.
+    let dead = DeadAddr::new();
+    let mut canary = Canary::start(&one_target_config("down", &dead.url(), ""));
     wait_until("the episode to show", Duration::from_secs(5), || {
         canary.metrics().sum(DISRUPTED, &[t("down")]) == 1.0
     });
@@ -281,6 +302,10 @@ fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn metrics_answer_and_sigterm_exits_quickly_while_the_target_hangs() {
     let mut redis = RedisServer::start(&[]);
     let mut canary = Canary::start(&one_target_config("a", &redis.url(), ""));
@@ -303,6 +328,10 @@ fn metrics_answer_and_sigterm_exits_quickly_while_the_target_hangs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn http_serves_both_exposition_formats_health_and_404() {
     let redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config("a", &redis.url(), ""));
@@ -323,6 +352,10 @@ fn http_serves_both_exposition_formats_health_and_404() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn passwords_never_appear_in_logs_metrics_status_or_check_config() {
     let redis = RedisServer::start(&["--requirepass", "hunter2-url-pw"]);
     let url = format!("redis://:hunter2-url-pw@127.0.0.1:{}", redis.port);
@@ -349,6 +382,10 @@ fn passwords_never_appear_in_logs_metrics_status_or_check_config() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_it() {
     let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
     let mut c = redis.client();
@@ -399,6 +436,10 @@ fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_i
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn episodes_are_logged_once_when_they_start_and_once_when_they_end_as_json() {
     let mut redis = RedisServer::start(&[]);
     let canary = Canary::start_with(
@@ -440,6 +481,10 @@ fn episodes_are_logged_once_when_they_start_and_once_when_they_end_as_json() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn the_fresh_connection_probe_connects_identifies_and_verifies_a_settled_key() {
     let redis = RedisServer::start(&[]);
     let canary = Canary::start(&one_target_config(
@@ -472,6 +517,10 @@ fn the_fresh_connection_probe_connects_identifies_and_verifies_a_settled_key() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn replication_to_a_direct_node_is_measured_and_a_dead_node_is_down() {
     let master = RedisServer::start(&[]);
     let mut replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
@@ -521,6 +570,10 @@ fn replication_to_a_direct_node_is_measured_and_a_dead_node_is_down() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_openssl)),
+    ignore = "needs redis-server, openssl (not installed: scripts/install-deps)"
+)]
 fn tls_targets_verify_the_server_against_the_configured_ca() {
     let (redis, ca) = RedisServer::start_tls();
     let url = format!("rediss://localhost:{}", redis.port);
@@ -549,6 +602,10 @@ url = "{url}"
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn cleanup_deletes_the_canarys_own_keys_on_sigterm_and_nothing_else() {
     let redis = RedisServer::start(&[]);
     let mut c = redis.client();
@@ -575,6 +632,10 @@ fn cleanup_deletes_the_canarys_own_keys_on_sigterm_and_nothing_else() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn ticks_are_skipped_and_counted_only_when_the_pending_set_is_full() {
     let mut redis = RedisServer::start(&[]);
     // One connection and no retries: the pending set holds a single operation.

@@ -210,6 +210,10 @@ fn secs(d: Duration) -> f64 {
 // --- the master --------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_master_killed_behind_haproxy_is_one_episode_of_resets_and_loses_nothing_with_aof() {
     let mut topo = Topology::replicated(3, &["--appendonly", "yes", "--appendfsync", "always"]);
     let proxy = topo.haproxy("master");
@@ -269,6 +273,10 @@ fn a_master_killed_behind_haproxy_is_one_episode_of_resets_and_loses_nothing_wit
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_master_stalled_for_3_s_is_one_episode_of_3_s_directly_and_a_little_more_through_haproxy() {
     let mut topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
@@ -328,6 +336,10 @@ fn a_master_stalled_for_3_s_is_one_episode_of_3_s_directly_and_a_little_more_thr
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_replica_killed_behind_a_master_only_haproxy_is_a_node_down_and_nothing_for_clients() {
     let mut topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
@@ -414,6 +426,10 @@ fn round_robin_soak(topo: &Topology, rr: &Haproxy, extra: &str, length: Duration
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_replica_restarted_empty_behind_round_robin_serves_missing_reads_attributed_to_it() {
     let mut topo = Topology::replicated(3, &[]);
     let rr = topo.round_robin();
@@ -461,6 +477,10 @@ fn a_replica_restarted_empty_behind_round_robin_serves_missing_reads_attributed_
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_replica_restarted_from_an_old_snapshot_behind_round_robin_serves_stale_reads_attributed_to_it()
 {
     // A small backlog and big values: the snapshot's replication offset is long gone when
@@ -507,6 +527,10 @@ fn a_replica_restarted_from_an_old_snapshot_behind_round_robin_serves_stale_read
 // --- data ------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn acknowledged_data_lost_by_flushall_is_missing_reads_without_any_error() {
     let topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
@@ -560,6 +584,10 @@ fn acknowledged_data_lost_by_flushall_is_missing_reads_without_any_error() {
 // --- roles -----------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn writes_to_a_demoted_master_are_readonly_while_its_reads_keep_working() {
     let mut topo = Topology::replicated(3, &[]);
     let canary = Canary::start(&config(
@@ -636,6 +664,10 @@ fn writes_to_a_demoted_master_are_readonly_while_its_reads_keep_working() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_failover_behind_haproxy_switches_backend_counts_the_cost_and_reads_fresh_afterwards() {
     let mut topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
@@ -715,6 +747,10 @@ fn a_failover_behind_haproxy_switches_backend_counts_the_cost_and_reads_fresh_af
 // --- credentials --------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_rotated_password_is_auth_failures_until_the_file_follows_and_recovers_without_a_restart() {
     let mut topo = Topology::independent(1, &[]);
     let canary = Canary::start(&config(
@@ -785,6 +821,10 @@ fn a_rotated_password_is_auth_failures_until_the_file_follows_and_recovers_witho
 // --- the proxy and the network ------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_restarted_haproxy_drops_pooled_connections_and_retries_absorb_it() {
     let topo = Topology::replicated(3, &[]);
     let mut proxy = topo.haproxy("master");
@@ -823,6 +863,10 @@ fn a_restarted_haproxy_drops_pooled_connections_and_retries_absorb_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn fifty_ms_of_injected_latency_is_an_attempt_p50_of_fifty_ms() {
     let topo = Topology::independent(1, &[]);
     let proxy = topo.delay_proxy(0);
@@ -902,6 +946,10 @@ fn fifty_ms_of_injected_latency_is_an_attempt_p50_of_fifty_ms() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_partition_is_timeouts_in_one_episode_as_long_as_the_cut_then_a_clean_recovery() {
     let topo = Topology::independent(1, &[]);
     let proxy = topo.delay_proxy(0);
@@ -941,6 +989,10 @@ fn a_partition_is_timeouts_in_one_episode_as_long_as_the_cut_then_a_clean_recove
 // --- soak --------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_haproxy)),
+    ignore = "needs redis-server, haproxy (not installed: scripts/install-deps)"
+)]
 fn a_healthy_soak_through_haproxy_passes_with_a_valid_report() {
     let topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
@@ -1018,6 +1070,10 @@ fn a_healthy_soak_through_haproxy_passes_with_a_valid_report() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn a_soak_with_a_master_restarted_empty_exits_1_naming_the_broken_slos() {
     let mut topo = Topology::independent(1, &[]);
     let soak = SoakRun::start(

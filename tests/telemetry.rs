@@ -3,72 +3,38 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
 
-/// A minimal OTLP/HTTP receiver: records the body of every POST to `/v1/traces`.
+/// An OTLP/HTTP receiver: the shared recording server; spans are the bodies of the POSTs
+/// to `/v1/traces`.
 struct Receiver {
     port: u16,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    server: HttpRecorder,
 }
 
 impl Receiver {
     fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let sink = bodies.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                    let mut reader = BufReader::new(stream);
-                    loop {
-                        let mut request_line = String::new();
-                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut length = 0usize;
-                        loop {
-                            let mut header = String::new();
-                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if header == "\r\n" {
-                                break;
-                            }
-                            if let Some((k, v)) = header.split_once(':')
-                                && k.eq_ignore_ascii_case("content-length")
-                            {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        if request_line.starts_with("POST /v1/traces") {
-                            sink.lock().unwrap().push(body);
-                        }
-                        let _ = reader
-                            .get_mut()
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                    }
-                });
-            }
-        });
-        Receiver { port, bodies }
+        let server = HttpRecorder::start();
+        Receiver {
+            port: server.port,
+            server,
+        }
+    }
+
+    /// The bodies of the trace exports received so far.
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        self.server
+            .requests_to("POST", "/v1/traces")
+            .into_iter()
+            .map(|r| r.body)
+            .collect()
     }
 
     /// Everything received so far, as lossy text (protobuf keeps strings as UTF-8 bytes).
     fn text(&self) -> String {
-        let bodies = self.bodies.lock().unwrap();
-        bodies
+        self.bodies()
             .iter()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .collect::<Vec<_>>()
@@ -85,6 +51,10 @@ fn config(url: &str, receiver: &Receiver, ratio: f64) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn sampled_operations_arrive_as_client_spans_with_database_attributes() {
     let redis = RedisServer::start(&[]);
     let receiver = Receiver::start();
@@ -117,6 +87,10 @@ fn sampled_operations_arrive_as_client_spans_with_database_attributes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
 fn failed_operations_are_always_traced_and_their_trace_ids_become_exemplars() {
     let mut redis = RedisServer::start(&[]);
     let receiver = Receiver::start();
@@ -165,6 +139,10 @@ fn failed_operations_are_always_traced_and_their_trace_ids_become_exemplars() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_redis_server, have_prometheus)),
+    ignore = "needs redis-server, prometheus (not installed: scripts/install-deps)"
+)]
 fn prometheus_with_exemplar_storage_returns_the_trace_ids_of_failed_operations() {
     let mut redis = RedisServer::start(&[]);
     let receiver = Receiver::start();
@@ -212,9 +190,7 @@ fn prometheus_with_exemplar_storage_returns_the_trace_ids_of_failed_operations()
         Duration::from_secs(20),
         || {
             receiver
-                .bodies
-                .lock()
-                .unwrap()
+                .bodies()
                 .iter()
                 .any(|b| b.windows(16).any(|w| w == id_bytes.as_slice()))
         },

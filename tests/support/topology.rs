@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Client, Scrape, canary_bin, free_port, http_get, wait_until};
+use super::ports::{ReservedPort, reserve_port};
+use super::{
+    Client, RedisServer, Scrape, http_get, send_signal, spawn_canary_in, tail, wait_until,
+};
 
 /// The password every node starts with, and the one the HAProxy health check sends. Plain
 /// ASCII without spaces: the check sends it as an inline command.
@@ -29,21 +32,6 @@ pub const PASSWORD: &str = "topology-pw-0";
 /// How long to wait for a process to come up or for a topology to settle. Generous: the
 /// tests run in parallel on two cores.
 const READY_WITHIN: Duration = Duration::from_secs(20);
-
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
-/// The last `n` lines of a log file, for failure output.
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 /// One value of an `INFO` reply (`field:value` lines).
 pub fn info_field(info: &str, field: &str) -> Option<String> {
@@ -73,92 +61,73 @@ pub struct Snapshot {
     pub taken: Instant,
 }
 
-/// One `redis-server` of a [`Topology`]: password required (also towards its master),
-/// no automatic persistence (unless `extra` says otherwise), data and log in its own dir.
+/// One `redis-server` of a [`Topology`] (a [`RedisServer`]): password required (also
+/// towards its master), no automatic persistence (unless `extra` says otherwise), data and
+/// log in its own dir.
 pub struct Node {
     pub port: u16,
     pub dir: PathBuf,
+    server: RedisServer,
     password: String,
     /// The master this node follows, by port; `None` for a master.
     replica_of: Option<u16>,
     extra: Vec<String>,
-    child: Option<Child>,
-    stopped: bool,
     snapshots: u32,
 }
 
 impl Node {
     fn new(dir: PathBuf, replica_of: Option<u16>, extra: &[&str]) -> Node {
-        std::fs::create_dir_all(&dir).expect("node dir");
-        let mut node = Node {
-            port: free_port(),
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args = Self::args(PASSWORD, replica_of, &extra);
+        let server = RedisServer::start_in(dir.clone(), &args);
+        Node {
+            port: server.port,
             dir,
+            server,
             password: PASSWORD.to_string(),
             replica_of,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            stopped: false,
+            extra,
             snapshots: 0,
-        };
-        node.start();
-        node
+        }
+    }
+
+    /// The arguments of a start with this password and role.
+    fn args(password: &str, replica_of: Option<u16>, extra: &[String]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--requirepass",
+            password,
+            "--masterauth",
+            password,
+            // Without this a master waits 5 s for more replicas before a full sync; tests
+            // that want that window back set it with CONFIG SET.
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(master) = replica_of {
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+        }
+        args.extend(extra.iter().cloned());
+        args
     }
 
     /// Starts the process (after [`Node::kill`]) on the same port with the current
     /// password and role; it loads whatever data its dir holds. Waits until it answers.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "node :{} is running", self.port);
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-        let mut cmd = Command::new(bin);
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args([
-                "--requirepass",
-                &self.password,
-                "--masterauth",
-                &self.password,
-            ])
-            // Without this a master waits 5 s for more replicas before a full sync; tests
-            // that want that window back set it with CONFIG SET.
-            .args(["--repl-diskless-sync-delay", "0"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(self.dir.join("redis.log"));
-        if let Some(master) = self.replica_of {
-            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
-        }
-        let child = cmd
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting redis-server (is it installed? scripts/install-deps)");
-        self.child = Some(child);
-        self.stopped = false;
-        let (port, password, log) = (self.port, self.password.clone(), self.dir.join("redis.log"));
-        let child = self.child.as_mut().expect("just spawned");
-        wait_until(
-            &format!("redis-server :{port} to answer PING"),
-            READY_WITHIN,
-            || {
-                if let Some(status) = child.try_wait().ok().flatten() {
-                    panic!(
-                        "redis-server :{port} exited with {status}:\n{}",
-                        tail(&log, 30)
-                    );
-                }
-                matches!(call_with(port, &password, &["PING"]), Ok(r) if r == "PONG")
-            },
-        );
+        assert!(!self.server.is_running(), "node :{} is running", self.port);
+        self.server
+            .set_args(&Self::args(&self.password, self.replica_of, &self.extra));
+        self.server.start_again();
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.server.is_running()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.server.pid()
     }
 
     /// `redis://127.0.0.1:PORT` (credentials come from the canary's password source).
@@ -203,11 +172,7 @@ impl Node {
 
     /// SIGKILL and reap: no shutdown save, sockets closed by the kernel.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.stopped = false;
+        self.server.kill();
     }
 
     /// SIGKILL, then start again with the data the node has on disk (its AOF when started
@@ -260,14 +225,12 @@ impl Node {
 
     /// SIGSTOP: the process stays, its sockets stay open, nothing answers.
     pub fn pause(&mut self) {
-        send_signal(self.pid(), "STOP");
-        self.stopped = true;
+        self.server.pause();
     }
 
     /// SIGCONT.
     pub fn resume(&mut self) {
-        send_signal(self.pid(), "CONT");
-        self.stopped = false;
+        self.server.resume();
     }
 
     /// `REPLICAOF` at run time (`None`: `REPLICAOF NO ONE`); remembered for restarts.
@@ -289,20 +252,7 @@ impl Node {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.stopped
-            && let Some(c) = &self.child
-        {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-        }
-        self.kill();
+        self.server.log()
     }
 }
 
@@ -510,12 +460,8 @@ impl Drop for Topology {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for n in &self.nodes {
-                eprintln!(
-                    "--- redis-server :{} (replica of {:?}) log tail ---\n{}",
-                    n.port,
-                    n.replica_of,
-                    tail(&n.dir.join("redis.log"), 25)
-                );
+                // Each node's log tail follows, printed by its RedisServer.
+                eprintln!("--- node :{} is a replica of {:?}", n.port, n.replica_of);
             }
         }
     }
@@ -529,14 +475,18 @@ enum HaproxyConfig {
     Generated(String),
 }
 
-/// A real HAProxy in the foreground, its config, its environment and its log.
+/// A real HAProxy in the foreground, its config, its environment and its log. Its two
+/// ports come from [`reserve_port`] (HAProxy cannot report a port it bound on port 0) and
+/// stay reserved for restarts; a first start that fails to bind retries on new ones.
 pub struct Haproxy {
     pub port: u16,
     pub stats_port: u16,
+    ports: (ReservedPort, ReservedPort),
     config: PathBuf,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    started: bool,
 }
 
 impl Haproxy {
@@ -550,19 +500,31 @@ impl Haproxy {
                 path
             }
         };
-        let (port, stats_port) = (free_port(), free_port());
-        env.push(("HAPROXY_BIND".into(), format!("127.0.0.1:{port}")));
-        env.push((
-            "HAPROXY_STATS_BIND".into(),
-            format!("127.0.0.1:{stats_port}"),
-        ));
-        Haproxy {
-            port,
-            stats_port,
+        env.push(("HAPROXY_BIND".into(), String::new()));
+        env.push(("HAPROXY_STATS_BIND".into(), String::new()));
+        let mut h = Haproxy {
+            port: 0,
+            stats_port: 0,
+            ports: (reserve_port(), reserve_port()),
             config,
             env,
             dir,
             child: None,
+            started: false,
+        };
+        h.use_reserved_ports();
+        h
+    }
+
+    fn use_reserved_ports(&mut self) {
+        self.port = self.ports.0.port;
+        self.stats_port = self.ports.1.port;
+        for (k, v) in self.env.iter_mut() {
+            if k == "HAPROXY_BIND" {
+                *v = format!("127.0.0.1:{}", self.ports.0.port);
+            } else if k == "HAPROXY_STATS_BIND" {
+                *v = format!("127.0.0.1:{}", self.ports.1.port);
+            }
         }
     }
 
@@ -590,6 +552,27 @@ impl Haproxy {
             self.config.display(),
             String::from_utf8_lossy(&check.stderr)
         );
+        for attempt in 1..=5 {
+            match self.try_start() {
+                Ok(()) => {
+                    self.started = true;
+                    return;
+                }
+                // Only the first start may move: restarts keep their (reserved) ports.
+                Err(log) if !self.started && attempt < 5 && log.contains("cannot bind") => {
+                    eprintln!(
+                        "haproxy could not bind :{}/:{}; new ports",
+                        self.port, self.stats_port
+                    );
+                    self.ports = (reserve_port(), reserve_port());
+                    self.use_reserved_ports();
+                }
+                Err(log) => panic!("haproxy did not start:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -599,24 +582,37 @@ impl Haproxy {
             .args(["-db", "-f"])
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("starting haproxy");
         self.child = Some(child);
-        wait_until("haproxy's stats page", READY_WITHIN, || {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "haproxy exited with {status}:\n{}",
+                self.child = None;
+                return Err(format!(
+                    "exited with {status}:\n{}",
                     tail(&self.log_path(), 30)
-                );
+                ));
             }
-            self.servers().is_ok()
-        });
+            if self.servers().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!(
+                    "no stats page after {READY_WITHIN:?}:\n{}",
+                    tail(&self.log_path(), 30)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM (HAProxy's hard stop: every connection is closed at once) and reap.
@@ -946,42 +942,27 @@ impl SoakResult {
 }
 
 impl SoakRun {
-    /// Starts `redis-canary soak --duration <duration>` with `toml` as its config, a report
-    /// file and a listen port of its own; returns once it serves `/readyz`.
+    /// Starts `redis-canary soak --duration <duration>` with `toml` as its config and a
+    /// report file, bound to `127.0.0.1:0` (the address read from its log); returns once it
+    /// serves `/readyz`.
     pub fn start(toml: &str, duration: Duration) -> SoakRun {
+        let duration_arg = format!("{}ms", duration.as_millis());
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("canary.toml");
-        std::fs::write(&config, toml).expect("writing config");
-        let port = free_port();
-        let stdout = std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
-        let log = std::fs::File::create(dir.path().join("canary.log")).expect("log file");
-        let child = Command::new(canary_bin())
-            .arg("soak")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--duration", &format!("{}ms", duration.as_millis())])
-            .arg("--report")
-            .arg(dir.path().join("report.json"))
-            .env("RUST_LOG", "info")
-            .stdout(stdout)
-            .stderr(log)
-            .spawn()
-            .expect("starting redis-canary soak");
-        let mut s = SoakRun {
-            port,
+        let report_arg = dir.path().join("report.json").display().to_string();
+        let p = spawn_canary_in(
             dir,
-            child: Some(child),
+            &["soak"],
+            toml,
+            &["--duration", &duration_arg, "--report", &report_arg],
+            &[],
+        );
+        SoakRun {
+            port: p.addr.port(),
+            dir: p.dir,
+            child: Some(p.child),
             duration,
-            started: Instant::now(),
-        };
-        wait_until("the soak's /readyz", Duration::from_secs(10), || {
-            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("redis-canary soak exited early with {status}:\n{}", s.log());
-            }
-            matches!(http_get(port, "/readyz", None), Ok((200, _)))
-        });
-        s
+            started: p.spawned,
+        }
     }
 
     /// Scrapes and parses `/metrics` of the running soak.
