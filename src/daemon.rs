@@ -118,7 +118,6 @@ pub async fn run(
         loops_alive: Default::default(),
         loops_expected,
         instance: config.instance.clone(),
-        internal_errors: http::no_internal_errors(),
     });
     // HTTP keeps answering while the loops drain; it gets its own trigger.
     let (http_stop, http_shutdown) = shutdown::channel();

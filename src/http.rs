@@ -92,15 +92,6 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 /// Least time between two warnings about failing `accept`s.
 const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Canary-side failures counted for one target (out of file descriptors or memory, no local
-/// port): kept apart from what the target did, on `/healthz` and the status page.
-pub type InternalErrors = Box<dyn Fn(&TargetState) -> u64 + Send + Sync>;
-
-/// An [`InternalErrors`] for a build that does not count them yet: always 0.
-pub fn no_internal_errors() -> InternalErrors {
-    Box::new(|_| 0)
-}
-
 /// What the endpoints read.
 pub struct AppState {
     pub metrics: Arc<Metrics>,
@@ -109,8 +100,6 @@ pub struct AppState {
     pub loops_alive: AtomicUsize,
     pub loops_expected: usize,
     pub instance: String,
-    /// The canary's own failures per target (`internal_errors_total`, summed over causes).
-    pub internal_errors: InternalErrors,
 }
 
 /// The running server thread.
@@ -456,7 +445,7 @@ fn healthz(state: &AppState) -> Response<Full<Bytes>> {
     let internal: u64 = state
         .targets
         .iter()
-        .map(|t| (state.internal_errors)(t))
+        .map(|t| t.metrics.internal_total())
         .sum();
     let (status, first) = if alive >= state.loops_expected {
         (StatusCode::OK, "ok".to_string())

@@ -37,7 +37,7 @@ pub(super) fn render(state: &AppState) -> String {
     let internal: Vec<u64> = state
         .targets
         .iter()
-        .map(|t| (state.internal_errors)(t))
+        .map(|t| t.metrics.internal_total())
         .collect();
     let internal_total: u64 = internal.iter().sum();
     let mut p = String::with_capacity(4096 + 512 * state.targets.len());
