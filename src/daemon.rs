@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::canary::{Shared, TargetState, run_loop, run_nodes};
 use crate::clock::Clock;
 use crate::config::{Config, Rate};
 use crate::conn::Endpoint;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::op::Op;
+use crate::schedule::run_loop;
 use crate::shutdown::{self, Shutdown};
+use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
+use crate::workload::run_nodes;
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
 /// this keeps the whole exit inside the 5 s of DESIGN §3.

@@ -30,9 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Sleep;
 
-use crate::canary::TargetState;
 use crate::metrics::{Metrics, to_prometheus_text};
 use crate::shutdown::Shutdown;
+use crate::target::TargetState;
 
 mod status_page;
 

@@ -4,27 +4,28 @@
 //!
 //! Modules, from the entry down (pure logic at the bottom, nothing reaches up):
 //!
-//! - [`cli`]: command line (`run`, `soak`, `check-config`).
-//! - [`daemon`]: wiring; builds targets, serves HTTP, runs and drains the loops.
-//! - [`soak`]: judges a fixed-length run against the SLOs and writes the report.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the status page.
-//! - [`canary`]: one target's state, operations with retries, and the timetables.
-//! - [`conn`]: connections the canary owns: connect, authenticate, identify, deadlines.
-//! - [`tls`]: rustls client configuration for `rediss://`.
-//! - [`backend`]: who answered: validated identities and `backend_info`.
-//! - [`stats`]: soak-only exact counts and HdrHistograms.
-//! - [`metrics`]: the metric families and per-target handles.
-//! - [`config`], [`secret`]: layered configuration with every problem reported at once;
-//!   secrets that never print.
-//! - [`telemetry`], [`shutdown`], [`clock`]: logging, signals, time.
-//! - [`ledger`]: writes remembered and read verdicts.
-//! - [`episode`]: disruption episodes from attempt times.
-//! - [`retry`]: capped exponential backoff with jitter.
-//! - [`classify`], [`op`]: the closed label vocabularies and error → result mapping.
-//! - [`payload`]: the self-describing, checksummed value.
+//! - entry: [`cli`] (command line: `run`, `soak`, `check-config`).
+//! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops),
+//!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
+//!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
+//! - per target: [`target`] (its state, as data), [`schedule`] (timetables, the pending
+//!   set, skipped ticks, drain), [`workload`] (what a write, read, probe, node follower and
+//!   cleanup send and how each reply is judged).
+//! - one attempt: [`attempt`] (the engine: connect, send under a deadline, classify, back
+//!   off, retry), [`pool`] (slots lent out under a guard, reconnect pacing), [`conn`]
+//!   (connections the canary owns, on the `redis` crate, with byte budgets and async DNS),
+//!   [`record`] (one recorder fanning results out to metrics, episodes, stats, spans, logs),
+//!   [`tls`] (rustls for `rediss://`).
+//! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
+//!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
+//!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
+//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms).
+//! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
+//!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
+//!   [`shutdown`], [`clock`].
 
+pub mod attempt;
 pub mod backend;
-pub mod canary;
 pub mod classify;
 pub mod cli;
 pub mod clock;
@@ -37,10 +38,15 @@ pub mod ledger;
 pub mod metrics;
 pub mod op;
 pub mod payload;
+pub mod pool;
+pub mod record;
 pub mod retry;
+pub mod schedule;
 pub mod secret;
 pub mod shutdown;
 pub mod soak;
 pub mod stats;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
+pub mod workload;

@@ -15,11 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 
-use crate::canary::TargetState;
 use crate::classify::InternalCause;
 use crate::config::Config;
 use crate::daemon::{self, StartError};
 use crate::shutdown;
+use crate::target::TargetState;
 
 pub use judge::Judgement;
 pub use report::{Backend, Report, SCHEMA, TargetReport};

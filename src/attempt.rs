@@ -1,0 +1,298 @@
+//! The attempt engine: one operation as a series of attempts on pooled connections —
+//! connect when a slot has none, send under the response deadline, classify, back off and
+//! retry — returning how it ended ([`Finished`]). Recording goes through [`crate::record`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use redis::Value as Reply;
+
+use crate::backend::Identity;
+use crate::classify::ResultKind;
+use crate::conn::{Conn, ConnError, Endpoint};
+use crate::op::{Kind, Op, Outcome};
+use crate::pool::Pool;
+use crate::retry;
+use crate::schedule::Run;
+use crate::shutdown::Shutdown;
+use crate::target::TargetState;
+use crate::telemetry::TryRecord;
+
+/// The tries of one operation, kept only while tracing is on (`None` costs nothing).
+pub(crate) type Tries = Option<Vec<TryRecord>>;
+
+/// A command to send, what reply counts as success, and how often to retry it.
+#[derive(Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub(crate) args: &'a [&'a [u8]],
+    pub(crate) accept: fn(&Reply) -> bool,
+    pub(crate) max_retries: u32,
+}
+
+/// How an operation ended.
+pub struct Finished {
+    pub outcome: Outcome,
+    pub reply: Option<Reply>,
+    /// Send time of the attempt that produced `reply`.
+    pub sent_us: u64,
+    pub observed_us: u64,
+    pub backend: Option<Arc<Identity>>,
+    pub may_have_applied: bool,
+}
+
+/// One attempt's reply and times.
+pub(crate) struct Attempt {
+    pub(crate) reply: Result<Reply, ConnError>,
+    pub(crate) sent_us: u64,
+    pub(crate) observed_us: u64,
+}
+
+impl TargetState {
+    /// Opens a connection of `kind`, counting and timing it, and records who answered.
+    pub(crate) async fn connect(&self, kind: Kind) -> Result<Conn, ConnError> {
+        self.connect_to(kind, &self.endpoint).await
+    }
+
+    /// Opens a connection of `kind` to `ep` (the endpoint or a direct node). A failure of
+    /// the canary itself (no descriptors, memory or local port) is counted apart and never
+    /// as a connect result of the target.
+    pub(crate) async fn connect_to(&self, kind: Kind, ep: &Endpoint) -> Result<Conn, ConnError> {
+        let km = self.metrics.kind(kind);
+        let started = Instant::now();
+        let result = Conn::open(ep).await;
+        if let Err(e) = &result
+            && let Some(cause) = e.internal_cause()
+        {
+            self.internal_failure(cause, e);
+            return result;
+        }
+        km.connect_duration.observe(started.elapsed().as_secs_f64());
+        let class = result
+            .as_ref()
+            .map_or_else(ConnError::result, |_| ResultKind::Ok);
+        self.with_stats(|s| s.connect(kind, class));
+        match &result {
+            Ok(conn) => {
+                km.connect(ResultKind::Ok).inc();
+                let now = self.clock.now_us();
+                self.backends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .observe(&conn.backend, now, &self.metrics);
+            }
+            Err(e) => {
+                km.connect(e.result()).inc();
+                tracing::debug!(target_name = %self.name, kind = %kind, error = %self.scrub(e), "connect failed");
+            }
+        }
+        result
+    }
+
+    /// Runs one operation: tries `args` until a reply that `accept` takes, retries out, or a
+    /// final error. `None` when shutdown interrupted it (then nothing is recorded).
+    pub(crate) async fn execute(
+        &self,
+        pool: &Pool,
+        op: Op,
+        req: Request<'_>,
+        tries: &mut Tries,
+        shutdown: &mut Shutdown,
+    ) -> Option<Finished> {
+        let Request {
+            args,
+            accept,
+            max_retries,
+        } = req;
+        let m = self.metrics.op(op);
+        let mut may_have_applied = false;
+        for n in 0..=max_retries {
+            if n > 0 {
+                m.retries.inc();
+            }
+            let mut slot = pool.take().await;
+            if slot.conn.is_none() {
+                if !pool.pace(shutdown).await {
+                    drop(slot);
+                    return None;
+                }
+                let sent_us = self.clock.now_us();
+                let connected = self.connect(Kind::Pool).await;
+                pool.connected(connected.is_ok());
+                match connected {
+                    Ok(conn) => {
+                        if let (Some(prev), true) = (&slot.last_run_id, conn.backend.is_known())
+                            && *prev != conn.backend.run_id
+                        {
+                            self.metrics.backend_switches.inc();
+                        }
+                        if conn.backend.is_known() {
+                            slot.last_run_id = Some(conn.backend.run_id.clone());
+                        }
+                        slot.conn = Some(conn);
+                    }
+                    Err(e) if e.internal_cause().is_some() => {
+                        // Not the target's failure: the operation is abandoned, uncounted.
+                        drop(slot);
+                        return None;
+                    }
+                    Err(e) => {
+                        let result = e.result();
+                        drop(slot);
+                        let observed_us = self.clock.now_us();
+                        self.try_failed(op, sent_us, observed_us, result, &e);
+                        self.connect_failed(tries, sent_us, observed_us, result);
+                        if !result.is_retryable() || n >= max_retries {
+                            break;
+                        }
+                        if !self.backoff(n, shutdown).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = slot.conn.as_mut() else {
+                continue; // connected just above
+            };
+            let a = self.attempt(conn, op, args, accept, tries).await;
+            match a.reply {
+                Ok(reply) => {
+                    let backend = conn.backend.clone();
+                    drop(slot);
+                    return Some(Finished {
+                        outcome: if n == 0 {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Recovered
+                        },
+                        reply: Some(reply),
+                        sent_us: a.sent_us,
+                        observed_us: a.observed_us,
+                        backend: Some(backend),
+                        may_have_applied,
+                    });
+                }
+                Err(e) => {
+                    let result = e.result();
+                    may_have_applied |= e.may_have_applied();
+                    if e.drops_connection() {
+                        if e.is_peer_close() {
+                            self.metrics.kind(Kind::Pool).drops.inc();
+                        }
+                        slot.conn = None;
+                    }
+                    drop(slot);
+                    if !result.is_retryable() {
+                        break;
+                    }
+                }
+            }
+            if n < max_retries && !self.backoff(n, shutdown).await {
+                return None;
+            }
+        }
+        Some(Finished {
+            outcome: Outcome::Failed,
+            reply: None,
+            sent_us: 0,
+            observed_us: self.clock.now_us(),
+            backend: None,
+            may_have_applied,
+        })
+    }
+
+    /// One attempt on an open connection: send, wait for the reply under the response
+    /// timeout, classify, and record it in the metrics, the episodes and the soak stats.
+    pub(crate) async fn attempt(
+        &self,
+        conn: &mut Conn,
+        op: Op,
+        args: &[&[u8]],
+        accept: fn(&Reply) -> bool,
+        tries: &mut Tries,
+    ) -> Attempt {
+        let m = self.metrics.op(op);
+        let sent = Instant::now();
+        let reply = conn
+            .call(args, self.reply_limit, self.settings.response_timeout)
+            .await;
+        let observed = Instant::now();
+        let took = observed.duration_since(sent);
+        let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
+        let reply = match reply {
+            Ok(r) if accept(&r) => Ok(r),
+            Ok(_) => Err(ConnError::Unexpected("command")),
+            Err(e) => Err(e),
+        };
+        let result = reply
+            .as_ref()
+            .map_or_else(ConnError::result, |_| ResultKind::Ok);
+        m.attempt(result).inc();
+        match tries {
+            // Observed at the end of the operation, with its trace id if it is traced.
+            Some(tries) => tries.push(TryRecord {
+                start: self.clock.system_time(sent_us),
+                end: self.clock.system_time(observed_us),
+                result,
+                connect: false,
+            }),
+            None => m.attempt_duration.observe(took.as_secs_f64(), None, None),
+        }
+        match &reply {
+            Ok(_) => self.try_succeeded(op, sent_us, observed_us),
+            Err(e) => self.try_failed(op, sent_us, observed_us, result, e),
+        }
+        self.with_stats(|s| s.attempt(op, result, took));
+        Attempt {
+            reply,
+            sent_us,
+            observed_us,
+        }
+    }
+
+    /// Waits out the backoff before retry `n + 1`; false if shutdown came first.
+    pub(crate) async fn backoff(&self, n: u32, shutdown: &mut Shutdown) -> bool {
+        if n >= self.settings.retry.max_retries {
+            return true;
+        }
+        let delay = retry::backoff(&self.settings.retry, n, retry::jitter());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = shutdown.wait() => false,
+        }
+    }
+
+    /// Fresh bookkeeping of tries for one operation: a list while tracing is on.
+    pub(crate) fn new_tries(&self, run: Run) -> Tries {
+        match run {
+            Run::Operation => self.tracing.as_ref().map(|_| Vec::with_capacity(2)),
+            Run::Watch => None,
+        }
+    }
+
+    /// Retries allowed: the policy's for an operation, none for a watch.
+    pub(crate) fn retries(&self, run: Run) -> u32 {
+        match run {
+            Run::Operation => self.settings.retry.max_retries,
+            Run::Watch => 0,
+        }
+    }
+}
+
+pub(crate) fn is_ok_status(r: &Reply) -> bool {
+    matches!(r, Reply::Okay)
+}
+
+/// A `GET` reply: a value or nil.
+pub(crate) fn is_bulk(r: &Reply) -> bool {
+    matches!(r, Reply::BulkString(_) | Reply::Nil)
+}
+
+/// The value of a `GET` reply (`None` for nil); `None` outside for any other reply.
+pub(crate) fn bulk(r: &Reply) -> Option<Option<&[u8]>> {
+    match r {
+        Reply::BulkString(b) => Some(Some(b)),
+        Reply::Nil => Some(None),
+        _ => None,
+    }
+}

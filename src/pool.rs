@@ -1,0 +1,205 @@
+//! The connections of one loop: `connections` slots, at most that many attempts in flight,
+//! and the pace of reconnects while the endpoint keeps failing. A slot is lent out as a
+//! [`SlotGuard`] that puts it back when dropped, however the borrower ends (a reply, an
+//! error, or its future dropped by a drain that timed out at shutdown).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use crate::conn::Conn;
+use crate::shutdown::Shutdown;
+
+/// One connection slot: the connection, and which backend it last reached (to count
+/// switches when it reconnects elsewhere).
+#[derive(Default)]
+pub struct Slot {
+    pub conn: Option<Conn>,
+    pub last_run_id: Option<String>,
+}
+
+/// The shortest pause between two connects of a pool after a failed one; doubles with each
+/// failure up to [`MAX_CONNECT_PACE`].
+const MIN_CONNECT_PACE: Duration = Duration::from_millis(25);
+/// The longest pause between two connects of a pool while its endpoint keeps failing: a
+/// target that fails fast (refused, wrong password) used to be reconnected about 65 times a
+/// second; paced, a pool connects at most 5 times a second, and a recovery is still seen
+/// within 200 ms.
+const MAX_CONNECT_PACE: Duration = Duration::from_millis(200);
+
+/// The connections of one loop.
+pub struct Pool {
+    permits: Semaphore,
+    slots: Mutex<Vec<Slot>>,
+    /// While connects fail: the pause between them, and when the next may start.
+    pace: Mutex<(Duration, Option<Instant>)>,
+}
+
+/// A slot on loan, with its place among the attempts in flight; both go back on drop.
+pub struct SlotGuard<'a> {
+    pool: &'a Pool,
+    slot: Option<Slot>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Deref for SlotGuard<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        self.slot
+            .as_ref()
+            .expect("a guard holds its slot until it is dropped")
+    }
+}
+
+impl DerefMut for SlotGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        self.slot
+            .as_mut()
+            .expect("a guard holds its slot until it is dropped")
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool
+                .slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(slot);
+        }
+        // The permit is released after this, with the slot already back.
+    }
+}
+
+impl Pool {
+    /// A pool of `size` (initially unconnected) slots.
+    pub fn new(size: usize) -> Pool {
+        Pool {
+            permits: Semaphore::new(size),
+            slots: Mutex::new((0..size).map(|_| Slot::default()).collect()),
+            pace: Mutex::new((Duration::ZERO, None)),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub async fn take(&self) -> SlotGuard<'_> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the pool semaphore is never closed");
+        // A permit means a slot is free; should that ever not hold, a fresh slot costs one
+        // connect, never a panic.
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        SlotGuard {
+            pool: self,
+            slot: Some(slot),
+            _permit: permit,
+        }
+    }
+
+    /// Waits until the pool may connect again; false if shutdown came first.
+    pub async fn pace(&self, shutdown: &mut Shutdown) -> bool {
+        let next = self.pace.lock().unwrap_or_else(|p| p.into_inner()).1;
+        match next {
+            Some(at) if at > Instant::now() => tokio::select! {
+                _ = tokio::time::sleep_until(at) => true,
+                _ = shutdown.wait() => false,
+            },
+            _ => true,
+        }
+    }
+
+    /// Notes how a connect ended: a failure makes the next one wait, a success ends pacing.
+    pub fn connected(&self, ok: bool) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        *pace = if ok {
+            (Duration::ZERO, None)
+        } else {
+            let step = (pace.0 * 2).clamp(MIN_CONNECT_PACE, MAX_CONNECT_PACE);
+            (step, Some(Instant::now() + step))
+        };
+    }
+
+    /// Closes every idle connection.
+    pub async fn close_all(&self, timeout: Duration) {
+        let conns: Vec<Conn> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .filter_map(|s| s.conn.take())
+            .collect();
+        for c in conns {
+            c.close(timeout).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slot_goes_back_when_its_borrower_is_dropped_mid_operation() {
+        let pool = Pool::new(1);
+        let mut slot = pool.take().await;
+        slot.last_run_id = Some("a".repeat(40));
+        // A drain that times out drops the operation's future with the slot on loan.
+        drop(slot);
+        let again = tokio::time::timeout(Duration::from_secs(1), pool.take())
+            .await
+            .expect("the slot and its permit came back");
+        assert_eq!(again.last_run_id.as_deref(), Some("a".repeat(40).as_str()));
+    }
+
+    #[tokio::test]
+    async fn no_more_slots_are_lent_than_the_pool_has() {
+        let pool = Pool::new(2);
+        let a = pool.take().await;
+        let _b = pool.take().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), pool.take())
+                .await
+                .is_err()
+        );
+        drop(a);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), pool.take())
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_connects_are_paced_and_a_success_ends_the_pacing() {
+        let pool = Pool::new(1);
+        let (_trigger, mut sd) = crate::shutdown::channel();
+        let mut pauses = Vec::new();
+        for _ in 0..5 {
+            pool.connected(false);
+            let started = tokio::time::Instant::now();
+            assert!(pool.pace(&mut sd).await);
+            pauses.push(started.elapsed());
+        }
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert!(
+            ms[0] >= 24 && ms[1] >= 49 && ms[2] >= 99 && ms[3] >= 199,
+            "{ms:?}"
+        );
+        assert!(ms[4] <= 201, "capped: {ms:?}");
+        pool.connected(true);
+        let started = tokio::time::Instant::now();
+        assert!(pool.pace(&mut sd).await);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}

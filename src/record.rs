@@ -1,0 +1,225 @@
+//! The recorder: one place that fans a try, a connect, an operation or a verdict out to
+//! the metrics, the episodes, the soak statistics, the spans, the last error and the log.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::attempt::Tries;
+use crate::backend::Identity;
+use crate::classify::{InternalCause, ResultKind};
+use crate::conn::ConnError;
+use crate::ledger::Verdict;
+use crate::metrics::TraceLabels;
+use crate::op::{Op, Outcome};
+use crate::target::{LastError, TargetState};
+use crate::telemetry::{OperationSpan, TryRecord};
+
+impl TargetState {
+    /// A try of `op` (an attempt, or the connect before it) failed.
+    pub(crate) fn try_failed(
+        &self,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+        result: ResultKind,
+        err: &ConnError,
+    ) {
+        let started = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            let started = ep.failure(op, sent_us, observed_us, result);
+            self.episode_open.store(ep.is_open(), Ordering::Relaxed);
+            started
+        };
+        if let Some(s) = started {
+            self.metrics.disruptions.inc();
+            self.metrics.disrupted.set(1);
+            self.metrics
+                .disruption_start
+                .set(self.clock.unix_secs(s.start_us));
+            tracing::warn!(
+                target_name = %self.name,
+                op = %s.op,
+                result = %s.result,
+                error = %self.scrub(err),
+                "disruption started"
+            );
+        }
+        let message = self.scrub(err);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastError {
+            at_unix: self.clock.unix_secs(observed_us),
+            op,
+            result,
+            message,
+        });
+    }
+
+    /// An attempt of `op` succeeded.
+    pub(crate) fn try_succeeded(&self, op: Op, sent_us: u64, observed_us: u64) {
+        self.metrics
+            .op(op)
+            .last_success
+            .set(self.clock.unix_secs(observed_us));
+        if !self.episode_open.load(Ordering::Relaxed) {
+            return;
+        }
+        let ended = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            let ended = ep.success(op, sent_us, observed_us);
+            self.episode_open.store(ep.is_open(), Ordering::Relaxed);
+            ended
+        };
+        if let Some(e) = ended {
+            let secs = e.duration_secs();
+            self.metrics.disrupted.set(0);
+            self.metrics.disruption_duration.observe(secs);
+            let results: Vec<String> = e
+                .nonzero_results()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            tracing::warn!(
+                target_name = %self.name,
+                duration_seconds = format_args!("{secs:.3}"),
+                results = %results.join(","),
+                "disruption ended"
+            );
+            let clock = self.clock;
+            self.with_stats(|s| s.episode(&clock, &e));
+        }
+    }
+
+    /// Ends an episode still open at the end of a soak, so the report includes it.
+    pub fn close_open_episode(&self) {
+        let now = self.clock.now_us();
+        let ended = {
+            let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+            ep.close_at(now)
+        };
+        if let Some(e) = ended {
+            tracing::warn!(
+                target_name = %self.name,
+                duration_seconds = format_args!("{:.3}", e.duration_secs()),
+                "disruption still open at the end of the run"
+            );
+            let clock = self.clock;
+            self.with_stats(|s| s.episode(&clock, &e));
+        }
+    }
+
+    /// A failure of the canary itself: counted apart, logged at most once a second.
+    pub(crate) fn internal_failure(&self, cause: InternalCause, err: &ConnError) {
+        self.metrics.internal(cause).inc();
+        let now = self.clock.now_us();
+        let last = self.last_internal_log_us.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000
+            && self
+                .last_internal_log_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                target_name = %self.name,
+                cause = %cause,
+                error = %self.scrub(err),
+                "the canary itself cannot connect (not counted against the target)"
+            );
+        }
+    }
+
+    /// Notes a failed connect among an operation's tries (for its span).
+    pub(crate) fn connect_failed(
+        &self,
+        tries: &mut Tries,
+        sent_us: u64,
+        observed_us: u64,
+        result: ResultKind,
+    ) {
+        if let Some(tries) = tries {
+            tries.push(TryRecord {
+                start: self.clock.system_time(sent_us),
+                end: self.clock.system_time(observed_us),
+                result,
+                connect: true,
+            });
+        }
+    }
+
+    /// Records the end of an operation scheduled at `scheduled`: outcome, duration, and, while
+    /// tracing, its span and the attempt durations with the trace id as exemplar.
+    pub(crate) fn finish(
+        &self,
+        op: Op,
+        scheduled: Instant,
+        outcome: Outcome,
+        tries: Tries,
+        name: &'static str,
+    ) {
+        let m = self.metrics.op(op);
+        m.outcome(outcome).inc();
+        let end = Instant::now();
+        let took = end.saturating_duration_since(scheduled);
+        let mut exemplar = None;
+        if let (Some(tracing), Some(tries)) = (&self.tracing, tries) {
+            if tracing.wants(outcome, tries.len()) {
+                let trace_id = tracing.record(&OperationSpan {
+                    name,
+                    target: &self.name,
+                    op,
+                    outcome,
+                    start: self.clock.system_time(self.clock.us_of(scheduled)),
+                    end: self.clock.system_time(self.clock.us_of(end)),
+                    server_address: &self.endpoint.host,
+                    server_port: self.endpoint.port,
+                    db: u32::try_from(self.endpoint.db).unwrap_or(0),
+                    tries: &tries,
+                });
+                exemplar = Some(TraceLabels { trace_id });
+            }
+            for t in tries.iter().filter(|t| !t.connect) {
+                let secs = t
+                    .end
+                    .duration_since(t.start)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                m.attempt_duration.observe(secs, exemplar.clone(), None);
+            }
+        }
+        m.operation_duration
+            .observe(took.as_secs_f64(), exemplar, None);
+        self.with_stats(|s| s.operation(op, outcome, took));
+    }
+
+    pub(crate) fn record_verdict(
+        &self,
+        op: Op,
+        key: u32,
+        verdict: Verdict,
+        backend: Option<&Identity>,
+    ) {
+        self.metrics.op(op).read(verdict).inc();
+        self.with_stats(|s| s.verdict(verdict, backend));
+        if matches!(verdict, Verdict::Fresh | Verdict::Lagging) {
+            return;
+        }
+        // At most one line a second per target: an incident must not flood the logs.
+        let now = self.clock.now_us();
+        let last = self.last_bad_read_log_us.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000
+            && self
+                .last_bad_read_log_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unknown = Identity::default();
+            let b = backend.unwrap_or(&unknown);
+            tracing::warn!(
+                target_name = %self.name,
+                op = %op,
+                key_index = key,
+                verdict = verdict.as_str(),
+                backend_run_id = %b.run_id,
+                backend_addr = %b.addr,
+                "bad read"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One target's state as data ([`TargetState`]): its settings, endpoints, keys, ledger,
+//! episodes, backends, metric handles and soak statistics, shared by its loops and the HTTP
+//! server. What happens to it lives elsewhere: [`crate::attempt`] runs operations,
+//! [`crate::record`] records their results, [`crate::schedule`] starts them and
+//! [`crate::workload`] says what each one sends.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::Backends;
+use crate::classify::ResultKind;
+use crate::clock::Clock;
+use crate::config::{Settings, Target};
+use crate::conn::{ConnError, Endpoint};
+use crate::episode::Episodes;
+use crate::ledger::{Acked, Ledger};
+use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
+use crate::op::Op;
+use crate::payload::owner_hash;
+use crate::stats::Stats;
+use crate::telemetry::Tracing;
+
+/// Most bytes of a server's error text kept for the status page.
+pub(crate) const MAX_ERROR_TEXT: usize = 200;
+
+/// The last failure of a target, for the status page.
+#[derive(Clone, Debug)]
+pub struct LastError {
+    pub at_unix: f64,
+    pub op: Op,
+    pub result: ResultKind,
+    pub message: String,
+}
+
+/// Everything one target needs at run time, shared by its loops and the HTTP server.
+pub struct TargetState {
+    pub name: String,
+    /// The URL with any password masked.
+    pub url_display: String,
+    pub settings: Settings,
+    pub endpoint: Endpoint,
+    /// Direct nodes whose replication is followed (DESIGN §2.6).
+    pub nodes: Vec<Endpoint>,
+    /// The write the node followers should follow next, published at its acknowledgement
+    /// so the delay is measured from the ack, not from when a follower looked.
+    pub(crate) follow: tokio::sync::watch::Sender<Option<Acked>>,
+    /// When (µs) the next write is to be followed: one a second.
+    pub(crate) follow_due_us: AtomicU64,
+    pub metrics: TargetMetrics,
+    pub clock: Clock,
+    pub(crate) key_prefix: Vec<u8>,
+    pub(crate) owner: u64,
+    pub(crate) ttl_ms: Vec<u8>,
+    /// Most bytes a reply may take (DESIGN §11): a canary value with room to spare; a
+    /// larger one (someone else's, or a hostile stream) drops the connection.
+    pub(crate) reply_limit: usize,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) episodes: Mutex<Episodes>,
+    /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
+    pub(crate) episode_open: AtomicBool,
+    pub backends: Mutex<Backends>,
+    pub last_error: Mutex<Option<LastError>>,
+    pub(crate) last_bad_read_log_us: AtomicU64,
+    pub(crate) last_internal_log_us: AtomicU64,
+    /// The last probe failed: probe at the operation pace until one succeeds.
+    pub(crate) probe_failing: AtomicBool,
+    /// Soak statistics (latency histograms, episodes), when running `soak`.
+    pub stats: Option<Mutex<Stats>>,
+    /// Span export, when configured.
+    pub(crate) tracing: Option<Arc<Tracing>>,
+}
+
+/// What every target of a process shares.
+pub struct Shared<'a> {
+    pub instance: &'a str,
+    pub clock: Clock,
+    pub metrics: &'a Metrics,
+    /// Keep soak statistics.
+    pub with_stats: bool,
+    pub tracing: Option<Arc<Tracing>>,
+}
+
+impl TargetState {
+    /// Builds the state of `target`, creating its metric series at 0.
+    pub fn new(
+        target: &Target,
+        shared: &Shared<'_>,
+        endpoint: Endpoint,
+        nodes: Vec<Endpoint>,
+    ) -> TargetState {
+        let Shared {
+            instance,
+            clock,
+            metrics,
+            with_stats,
+            ..
+        } = *shared;
+        let tracing = shared.tracing.clone();
+        let s = &target.settings;
+        let tm = metrics.target(&target.name);
+        let start = clock.unix_secs(0);
+        for op in Op::ALL {
+            tm.op(*op).last_success.set(start);
+        }
+        // Node series exist from startup like every other closed label set; `node_up`
+        // stays 0 until the node has answered.
+        for node in &nodes {
+            let label = NodeLabels {
+                target: target.name.clone(),
+                node: node.host_port(),
+            };
+            tm.node_up.get_or_create(&label).set(0);
+            drop(tm.replication_delay.get_or_create(&label));
+            drop(tm.replication_timeouts.get_or_create(&label));
+        }
+        TargetState {
+            name: target.name.clone(),
+            url_display: target.url.to_string(),
+            settings: s.clone(),
+            endpoint,
+            nodes,
+            follow: tokio::sync::watch::channel(None).0,
+            follow_due_us: AtomicU64::new(0),
+            metrics: tm,
+            clock,
+            key_prefix: target.key_prefix.as_bytes().to_vec(),
+            owner: owner_hash(instance, &target.name),
+            ttl_ms: s.ttl.as_millis().to_string().into_bytes(),
+            reply_limit: (2 * s.value_size + 1024).max(crate::conn::MIN_REPLY_LIMIT),
+            ledger: Mutex::new(Ledger::new(
+                owner_hash(instance, &target.name),
+                clock.epoch_us(),
+                s.keys,
+                s.ttl.as_micros() as u64,
+                s.stale_grace.as_micros() as u64,
+            )),
+            episodes: Mutex::new(Episodes::default()),
+            episode_open: AtomicBool::new(false),
+            backends: Mutex::new(Backends::default()),
+            last_error: Mutex::new(None),
+            last_bad_read_log_us: AtomicU64::new(0),
+            last_internal_log_us: AtomicU64::new(0),
+            probe_failing: AtomicBool::new(false),
+            stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
+            tracing,
+        }
+    }
+
+    /// Whether the target is in a disruption episode now.
+    pub fn is_disrupted(&self) -> bool {
+        self.episode_open.load(Ordering::Relaxed)
+    }
+
+    /// The key name of `index`.
+    pub fn key(&self, index: u32) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.key_prefix.len() + 10);
+        key.extend_from_slice(&self.key_prefix);
+        key.extend_from_slice(index.to_string().as_bytes());
+        key
+    }
+
+    /// The highest sequence number written (for cleanup).
+    pub fn last_seq(&self) -> u64 {
+        self.lock_ledger().last_seq()
+    }
+
+    pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn with_stats(&self, f: impl FnOnce(&mut Stats)) {
+        if let Some(stats) = &self.stats {
+            f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// The error text for humans, with anything that looks like our password removed: a
+    /// server or proxy may echo arguments back.
+    pub(crate) fn scrub(&self, err: &ConnError) -> String {
+        let mut text = err.to_string();
+        if let ConnError::Redis(e) = err
+            && e.code().is_some()
+        {
+            if let Some(pw) = &self.endpoint.url_password {
+                text = text.replace(pw.expose(), "****");
+            }
+            if let Ok(Some(pw)) = self.endpoint.password.resolve()
+                && !pw.expose().is_empty()
+            {
+                text = text.replace(pw.expose(), "****");
+            }
+        }
+        if text.len() > MAX_ERROR_TEXT {
+            let mut cut = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        // Server text is untrusted: a newline would forge a log line, an escape sequence
+        // would reach the operator's terminal.
+        if text.chars().any(char::is_control) {
+            text = text
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+        }
+        text
+    }
+}

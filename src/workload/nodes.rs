@@ -1,0 +1,153 @@
+//! Replication convergence on the direct nodes (DESIGN §2.6).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::attempt::bulk;
+use crate::conn::{Conn, Endpoint};
+use crate::ledger::Acked;
+use crate::metrics::NodeLabels;
+use crate::op::Kind;
+use crate::shutdown::Shutdown;
+use crate::target::TargetState;
+
+/// How often a write is followed on the direct nodes (DESIGN §2.6).
+pub(crate) const NODE_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Follows one write a second on every direct node of `t` until shutdown; a second without
+/// a write to follow is used to check that each node still answers.
+pub async fn run_nodes(t: Arc<TargetState>, shutdown: Shutdown) {
+    let followers: Vec<_> = t
+        .nodes
+        .iter()
+        .cloned()
+        .map(|node| {
+            let (t, mut shutdown) = (t.clone(), shutdown.clone());
+            let mut writes = t.follow.subscribe();
+            tokio::spawn(async move {
+                let mut conn = None;
+                loop {
+                    let w = tokio::select! {
+                        changed = writes.changed() => match changed {
+                            Ok(()) => *writes.borrow_and_update(),
+                            Err(_) => break,
+                        },
+                        _ = tokio::time::sleep(NODE_FOLLOW_INTERVAL * 2) => None,
+                        _ = shutdown.wait() => break,
+                    };
+                    t.follow_on_node(&node, w, &mut conn, &mut shutdown).await;
+                }
+                if let Some(c) = conn {
+                    c.close(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    for f in followers {
+        let _ = f.await;
+    }
+}
+
+impl TargetState {
+    /// Follows write `w` on one direct node until it is visible there or
+    /// `replication_timeout` passes (DESIGN §2.6). `conn` is the node's connection, kept
+    /// between rounds and reopened after any failure. With no write to follow (`None`), it
+    /// only checks that the node answers.
+    pub async fn follow_on_node(
+        &self,
+        node: &Endpoint,
+        w: Option<Acked>,
+        conn: &mut Option<Conn>,
+        shutdown: &mut Shutdown,
+    ) {
+        let label = NodeLabels {
+            target: self.name.clone(),
+            node: node.host_port(),
+        };
+        let up = self.metrics.node_up.get_or_create_owned(&label);
+        let (key, deadline) = match w {
+            Some(w) => (
+                self.key(w.key_index),
+                self.clock.instant_of(w.acked_us) + self.settings.replication_timeout,
+            ),
+            None => (Vec::new(), Instant::now()),
+        };
+        // Poll from 1 ms, doubling to 100 ms: sub-millisecond resolution where replication
+        // is fast, at most ten GETs a second where it is slow.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let c = match conn {
+                Some(c) => c,
+                None => match self.connect_to(Kind::Node, node).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        if e.internal_cause().is_none() {
+                            up.set(0);
+                        }
+                        return;
+                    }
+                },
+            };
+            let Some(w) = w else {
+                let pong = c.call(&[b"PING"], 0, self.settings.response_timeout).await;
+                up.set(i64::from(pong.is_ok()));
+                if pong.is_err() {
+                    *conn = None;
+                }
+                return;
+            };
+            let reply = c
+                .call(
+                    &[b"GET", &key],
+                    self.reply_limit,
+                    self.settings.response_timeout,
+                )
+                .await;
+            match reply.as_ref().map(bulk) {
+                Ok(Some(value)) => {
+                    up.set(1);
+                    if self.lock_ledger().shows(w.seq, value) {
+                        let delay = Instant::now()
+                            .saturating_duration_since(self.clock.instant_of(w.acked_us));
+                        self.metrics
+                            .replication_delay
+                            .get_or_create(&label)
+                            .observe(delay.as_secs_f64());
+                        self.with_stats(|s| s.replication(&label.node, Some(delay)));
+                        return;
+                    }
+                }
+                Ok(_) => {
+                    up.set(0);
+                    *conn = None;
+                    return;
+                }
+                Err(e) => {
+                    // LOADING, MASTERDOWN...: reachable but not serving; others: gone.
+                    up.set(0);
+                    if e.drops_connection() {
+                        if e.is_peer_close() {
+                            self.metrics.kind(Kind::Node).drops.inc();
+                        }
+                        *conn = None;
+                    }
+                    return;
+                }
+            }
+            if Instant::now() + pause > deadline {
+                self.metrics
+                    .replication_timeouts
+                    .get_or_create(&label)
+                    .inc();
+                self.with_stats(|s| s.replication(&label.node, None));
+                tracing::debug!(target_name = %self.name, node = %label.node, "replication timeout");
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait() => return,
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
