@@ -57,34 +57,9 @@ impl TargetState {
     /// the canary itself (no descriptors, memory or local port) is counted apart and never
     /// as a connect result of the target.
     pub(crate) async fn connect_to(&self, kind: Kind, ep: &Endpoint) -> Result<Conn, ConnError> {
-        let km = self.metrics.kind(kind);
         let started = Instant::now();
         let result = Conn::open(ep).await;
-        if let Err(e) = &result
-            && let Some(cause) = e.internal_cause()
-        {
-            self.internal_failure(cause, e);
-            return result;
-        }
-        km.connect_duration.observe(started.elapsed().as_secs_f64());
-        let class = result
-            .as_ref()
-            .map_or_else(ConnError::result, |_| ResultKind::Ok);
-        self.with_stats(|s| s.connect(kind, class));
-        match &result {
-            Ok(conn) => {
-                km.connect(ResultKind::Ok).inc();
-                let now = self.clock.now_us();
-                self.backends
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .observe(&conn.backend, now, &self.metrics);
-            }
-            Err(e) => {
-                km.connect(e.result()).inc();
-                tracing::debug!(target_name = %self.name, kind = %kind, error = %self.scrub(e), "connect failed");
-            }
-        }
+        self.record_connect(kind, started.elapsed(), &result);
         result
     }
 

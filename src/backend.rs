@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use crate::metrics::{BackendLabels, TargetMetrics};
-
 /// Most backends remembered per target: bounds the `backend_info` series a flapping
 /// topology can create.
 pub const MAX_BACKENDS: usize = 32;
@@ -121,37 +119,41 @@ pub struct Backends {
     history_dropped: u64,
 }
 
+/// What the recorder must do to `backend_info` (and `backend_restarts_total`) after an
+/// observation: this module only decides, it touches no metric family.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// A new run_id at an address already known: a restart behind the endpoint.
+    pub restart: bool,
+    /// Series to remove (a role change re-exports; the least recently seen is evicted).
+    pub unexport: Option<Identity>,
+    /// Series to create (at 1).
+    pub export: Option<Identity>,
+}
+
 impl Backends {
-    /// Records a connection that reached `id` at `now_us`; exports it and counts a restart
-    /// when the address is known under another run_id.
-    pub fn observe(&mut self, id: &Identity, now_us: u64, metrics: &TargetMetrics) {
+    /// Records a connection that reached `id` at `now_us`; says what to export, and whether
+    /// it is a restart (the address is known under another run_id).
+    pub fn observe(&mut self, id: &Identity, now_us: u64) -> Changes {
+        let mut changes = Changes::default();
         if !id.is_known() {
-            return;
+            return changes;
         }
         if let Some(s) = self.seen.get_mut(&id.run_id) {
             s.last_seen_us = now_us;
             if s.identity != *id {
                 // Same process, new role (a promotion): re-export under the new labels.
-                metrics
-                    .backend_info
-                    .remove(&labels(&metrics.name, &s.identity));
-                s.identity = id.clone();
-                metrics
-                    .backend_info
-                    .get_or_create(&labels(&metrics.name, id))
-                    .set(1);
+                changes.unexport = Some(std::mem::replace(&mut s.identity, id.clone()));
+                changes.export = Some(id.clone());
             }
             self.touch_history(id, now_us);
-            return;
+            return changes;
         }
-        let addr_known = id.addr != UNKNOWN
+        changes.restart = id.addr != UNKNOWN
             && self
                 .history
                 .iter()
                 .any(|b| b.identity.addr == id.addr && b.identity.run_id != id.run_id);
-        if addr_known {
-            metrics.backend_restarts.inc();
-        }
         if self.seen.len() >= MAX_BACKENDS {
             // Forget the one seen least recently.
             if let Some(oldest) = self
@@ -159,17 +161,11 @@ impl Backends {
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen_us)
                 .map(|(k, _)| k.clone())
-                && let Some(s) = self.seen.remove(&oldest)
             {
-                metrics
-                    .backend_info
-                    .remove(&labels(&metrics.name, &s.identity));
+                changes.unexport = self.seen.remove(&oldest).map(|s| s.identity);
             }
         }
-        metrics
-            .backend_info
-            .get_or_create(&labels(&metrics.name, id))
-            .set(1);
+        changes.export = Some(id.clone());
         self.seen.insert(
             id.run_id.clone(),
             Seen {
@@ -178,19 +174,20 @@ impl Backends {
             },
         );
         self.touch_history(id, now_us);
+        changes
     }
 
-    /// Removes the series of backends not seen for `ttl_us`.
-    pub fn expire(&mut self, now_us: u64, ttl_us: u64, metrics: &TargetMetrics) {
+    /// Forgets the backends not seen for `ttl_us`; returns them, for their series to go.
+    pub fn expire(&mut self, now_us: u64, ttl_us: u64) -> Vec<Identity> {
+        let mut gone = Vec::new();
         self.seen.retain(|_, s| {
             let keep = now_us.saturating_sub(s.last_seen_us) <= ttl_us;
             if !keep {
-                metrics
-                    .backend_info
-                    .remove(&labels(&metrics.name, &s.identity));
+                gone.push(s.identity.clone());
             }
             keep
         });
+        gone
     }
 
     /// Every backend seen in this run.
@@ -223,27 +220,9 @@ impl Backends {
     }
 }
 
-fn labels(target: &str, id: &Identity) -> BackendLabels {
-    BackendLabels {
-        target: target.to_string(),
-        run_id: id.run_id.clone(),
-        role: id.role.clone(),
-        version: id.version.clone(),
-        addr: id.addr.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
-
-    fn backend_series(m: &Metrics) -> usize {
-        m.encode_openmetrics()
-            .lines()
-            .filter(|l| l.starts_with("redis_canary_backend_info{"))
-            .count()
-    }
 
     const RUN_A: &str = "0123456789abcdef0123456789abcdef01234567";
     const RUN_B: &str = "fedcba9876543210fedcba9876543210fedcba98";
@@ -283,30 +262,41 @@ mod tests {
     }
 
     #[test]
-    fn a_new_run_id_at_a_known_address_is_a_restart_and_old_series_expire() {
-        let m = Metrics::new();
-        let t = m.target("a");
+    fn a_new_run_id_at_a_known_address_is_a_restart_and_old_backends_expire() {
         let mut b = Backends::default();
-        b.observe(&identity(RUN_A, "127.0.0.1:6379"), 0, &t);
-        b.observe(&identity(RUN_A, "127.0.0.1:6379"), 10, &t);
-        assert_eq!(t.backend_restarts.get(), 0);
-        b.observe(&identity(RUN_B, "127.0.0.1:6379"), 20, &t);
-        assert_eq!(t.backend_restarts.get(), 1);
-        assert_eq!(backend_series(&m), 2);
-        b.expire(1_000, 500, &t);
-        assert_eq!(backend_series(&m), 0);
+        let a = identity(RUN_A, "127.0.0.1:6379");
+        let first = b.observe(&a, 0);
+        assert_eq!(first.export.as_ref(), Some(&a));
+        assert_eq!(b.observe(&a, 10), Changes::default());
+        let restarted = b.observe(&identity(RUN_B, "127.0.0.1:6379"), 20);
+        assert!(restarted.restart);
+        assert_eq!(restarted.unexport, None);
+        assert_eq!(b.expire(1_000, 500).len(), 2);
         assert_eq!(b.history().len(), 2);
     }
 
     #[test]
-    fn backend_series_are_bounded_per_target() {
-        let m = Metrics::new();
-        let t = m.target("a");
+    fn a_promotion_re_exports_under_the_new_role() {
         let mut b = Backends::default();
+        let replica = identity(RUN_A, "127.0.0.1:6379");
+        b.observe(&replica, 0);
+        let mut master = replica.clone();
+        master.role = "master".into();
+        let changes = b.observe(&master, 10);
+        assert_eq!(changes.unexport, Some(replica));
+        assert_eq!(changes.export, Some(master));
+        assert!(!changes.restart);
+    }
+
+    #[test]
+    fn backends_kept_are_bounded_per_target() {
+        let mut b = Backends::default();
+        let mut exported = 0i64;
         for i in 0..(MAX_BACKENDS as u64 + 10) {
             let run_id = format!("{i:040x}");
-            b.observe(&identity(&run_id, "127.0.0.1:1"), i, &t);
+            let c = b.observe(&identity(&run_id, "127.0.0.1:1"), i);
+            exported += i64::from(c.export.is_some()) - i64::from(c.unexport.is_some());
         }
-        assert_eq!(backend_series(&m), MAX_BACKENDS);
+        assert_eq!(exported, MAX_BACKENDS as i64);
     }
 }

@@ -174,12 +174,7 @@ pub async fn run(
                     _ = sd.wait() => break,
                 }
                 for t in &targets {
-                    let now = t.clock.now_us();
-                    t.backends.lock().unwrap_or_else(|p| p.into_inner()).expire(
-                        now,
-                        t.settings.backend_ttl.as_micros() as u64,
-                        &t.metrics,
-                    );
+                    t.expire_backends();
                 }
             }
         })

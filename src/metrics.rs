@@ -90,6 +90,19 @@ pub struct BackendLabels {
     pub addr: String,
 }
 
+impl BackendLabels {
+    /// The labels of backend `id` of `target` (its fields are validated by `backend`).
+    pub fn of(target: &str, id: &crate::backend::Identity) -> BackendLabels {
+        BackendLabels {
+            target: target.to_string(),
+            run_id: id.run_id.clone(),
+            role: id.role.clone(),
+            version: id.version.clone(),
+            addr: id.addr.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InternalLabels {
     pub target: String,

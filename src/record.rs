@@ -2,15 +2,15 @@
 //! the metrics, the episodes, the soak statistics, the spans, the last error and the log.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::attempt::Tries;
 use crate::backend::Identity;
 use crate::classify::{InternalCause, ResultKind};
-use crate::conn::ConnError;
+use crate::conn::{Conn, ConnError};
 use crate::ledger::Verdict;
-use crate::metrics::TraceLabels;
-use crate::op::{Op, Outcome};
+use crate::metrics::{BackendLabels, TraceLabels};
+use crate::op::{Kind, Op, Outcome};
 use crate::target::{LastError, TargetState};
 use crate::telemetry::{OperationSpan, TryRecord};
 
@@ -220,6 +220,75 @@ impl TargetState {
                 backend_addr = %b.addr,
                 "bad read"
             );
+        }
+    }
+
+    /// A connect of `kind` ended after `took`: counted and timed, and who answered is
+    /// recorded; a failure of the canary itself is counted apart, never as a connect result.
+    pub(crate) fn record_connect(
+        &self,
+        kind: Kind,
+        took: Duration,
+        result: &Result<Conn, ConnError>,
+    ) {
+        if let Err(e) = result
+            && let Some(cause) = e.internal_cause()
+        {
+            self.internal_failure(cause, e);
+            return;
+        }
+        let km = self.metrics.kind(kind);
+        km.connect_duration.observe(took.as_secs_f64());
+        let class = result
+            .as_ref()
+            .map_or_else(ConnError::result, |_| ResultKind::Ok);
+        km.connect(class).inc();
+        self.with_stats(|s| s.connect(kind, class));
+        match result {
+            Ok(conn) => self.backend_seen(&conn.backend),
+            Err(e) => {
+                tracing::debug!(target_name = %self.name, kind = %kind, error = %self.scrub(e), "connect failed");
+            }
+        }
+    }
+
+    /// A connection reached `id`: `backend_info` and `backend_restarts_total` follow.
+    pub(crate) fn backend_seen(&self, id: &Identity) {
+        let now = self.clock.now_us();
+        let changes = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(id, now);
+        if changes.restart {
+            self.metrics.backend_restarts.inc();
+        }
+        if let Some(old) = changes.unexport {
+            self.metrics
+                .backend_info
+                .remove(&BackendLabels::of(&self.name, &old));
+        }
+        if let Some(new) = changes.export {
+            self.metrics
+                .backend_info
+                .get_or_create(&BackendLabels::of(&self.name, &new))
+                .set(1);
+        }
+    }
+
+    /// Removes the `backend_info` series of backends not seen within `backend_ttl`.
+    pub fn expire_backends(&self) {
+        let now = self.clock.now_us();
+        let ttl = self.settings.backend_ttl.as_micros() as u64;
+        let gone = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire(now, ttl);
+        for id in gone {
+            self.metrics
+                .backend_info
+                .remove(&BackendLabels::of(&self.name, &id));
         }
     }
 }
