@@ -1,5 +1,5 @@
 //! Shutdown plumbing: one signal handler for the process (SIGTERM from Kubernetes, SIGINT
-//! from a terminal), and a cheap cloneable [`Shutdown`] handle that every loop selects on.
+//! from a terminal, SIGHUP ignored with a log line), and a cheap cloneable [`Shutdown`] handle that every loop selects on.
 
 use tokio::sync::watch;
 
@@ -48,10 +48,18 @@ pub fn signals() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // SIGHUP's default action ends the process; an operator who sends it expecting a reload
+    // must not lose the daemon. Until reloads exist it is logged and ignored.
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => break tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => break tracing::info!("SIGINT received, shutting down"),
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received and ignored: configuration reload is not supported yet, restart to apply a new configuration"
+                ),
+            }
         }
     })
 }

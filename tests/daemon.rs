@@ -302,6 +302,46 @@ fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+fn connects_to_a_target_that_refuses_are_paced_not_hammered() {
+    let dead = DeadAddr::new();
+    let canary = Canary::start(&one_target_config("down", &dead.url(), ""));
+    wait_until("the episode to show", Duration::from_secs(5), || {
+        canary.metrics().sum(DISRUPTED, &[t("down")]) == 1.0
+    });
+    let before = canary.metrics().sum(CONNECTS, &[t("down")]);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3)); // a measuring window, not synchronisation
+    let after = canary.metrics().sum(CONNECTS, &[t("down")]);
+    let per_second = (after - before) / started.elapsed().as_secs_f64();
+    // Unpaced, the write and read pools and the probe reconnected about 65 times a second;
+    // paced, each pool connects at most 5 times a second and the failing probe 10.
+    assert!(per_second <= 25.0, "{per_second:.1} connects/s");
+    assert!(
+        per_second >= 5.0,
+        "still trying: {per_second:.1} connects/s"
+    );
+}
+
+#[test]
+fn sighup_is_ignored_with_a_log_line_and_the_daemon_keeps_running() {
+    let dead = DeadAddr::new();
+    let mut canary = Canary::start(&one_target_config("a", &dead.url(), ""));
+    let pid = canary.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    wait_until("the SIGHUP log line", Duration::from_secs(5), || {
+        canary.log().contains("SIGHUP received and ignored")
+    });
+    assert!(canary.is_running(), "SIGHUP ended the daemon");
+    assert_eq!(canary.get("/healthz").0, 200);
+    let (status, _) = canary.terminate(Duration::from_secs(6));
+    assert!(status.success());
+}
+
+#[test]
 #[cfg_attr(
     not(have_redis_server),
     ignore = "needs redis-server (not installed: scripts/install-deps)"

@@ -173,6 +173,18 @@ impl Canary {
         Scrape::parse(&body)
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns status and time taken.
     pub fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
         let child = self.child.as_mut().expect("running");
