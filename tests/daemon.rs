@@ -302,6 +302,35 @@ fn a_target_down_at_start_is_disrupted_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_redis_server),
+    ignore = "needs redis-server (not installed: scripts/install-deps)"
+)]
+fn protocol_3_authenticates_with_hello_identifies_the_backend_and_reads_fresh() {
+    let redis = RedisServer::start(&["--requirepass", "resp3-pw"]);
+    let canary = Canary::start(&one_target_config(
+        "r3",
+        &redis.url(),
+        "password = \"resp3-pw\"\nprotocol = 3\nconnect_probe_interval = \"200ms\"",
+    ));
+    canary.wait_ok("r3", "read", 20.0);
+    let m = canary.metrics();
+    assert!(m.sum(READS, &[t("r3"), ("verdict", "fresh")]) >= 20.0);
+    for verdict in ["stale", "missing", "corrupt"] {
+        assert_eq!(
+            m.sum(READS, &[t("r3"), ("verdict", verdict)]),
+            0.0,
+            "{verdict}"
+        );
+    }
+    assert_eq!(m.sum(ATTEMPTS, &[t("r3"), ("result", "error")]), 0.0);
+    // INFO and CLIENT INFO arrive as RESP3 verbatim strings: the backend is still known.
+    assert_eq!(m.sum(BACKEND_INFO, &[t("r3"), ("role", "master")]), 1.0);
+    assert_eq!(m.sum(BACKEND_INFO, &[t("r3"), ("version", "unknown")]), 0.0);
+    assert_eq!(m.sum(BACKEND_INFO, &[t("r3"), ("run_id", "unknown")]), 0.0);
+}
+
+#[test]
 fn connects_to_a_target_that_refuses_are_paced_not_hammered() {
     let dead = DeadAddr::new();
     let canary = Canary::start(&one_target_config("down", &dead.url(), ""));
