@@ -186,17 +186,7 @@ pub(crate) async fn open_timetable<F, S, K>(
         register(timers[next].as_mut()).await;
         next ^= 1;
         due += period;
-        match pending.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let run = start(scheduled, permit);
-                if inline.is_none() {
-                    inline.set(Some(run));
-                } else {
-                    tokio::spawn(run);
-                }
-            }
-            Err(_) => skipped(scheduled),
-        }
+        tick(&pending, inline.as_mut(), scheduled, &mut start, &mut skipped);
     }
     drain(inline, &pending, plan.pending_cap, plan.drain_bound).await;
 }
@@ -229,21 +219,37 @@ pub(crate) async fn paced_timetable<F, S, K, G>(
             () = &mut stop => break,
         }
         let scheduled = start_of(due);
-        match pending.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let run = start(scheduled, permit);
-                if inline.is_none() {
-                    inline.set(Some(run));
-                } else {
-                    tokio::spawn(run);
-                }
-            }
-            Err(_) => skipped(scheduled),
-        }
+        tick(&pending, inline.as_mut(), scheduled, &mut start, &mut skipped);
         due += next_gap();
         timer.as_mut().reset(due - TIMER_LEAD);
     }
     drain(inline, &pending, plan.pending_cap, plan.drain_bound).await;
+}
+
+/// One tick: starts the operation when the pending set has room (inside the loop's task if
+/// none is in flight there, else in a task of its own), or reports the tick skipped.
+fn tick<F, S, K>(
+    pending: &Arc<Semaphore>,
+    mut inline: Pin<&mut Option<F>>,
+    scheduled: Instant,
+    start: &mut S,
+    skipped: &mut K,
+) where
+    S: FnMut(Instant, OwnedSemaphorePermit) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    K: FnMut(Instant),
+{
+    match pending.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let run = start(scheduled, permit);
+            if inline.is_none() {
+                inline.set(Some(run));
+            } else {
+                tokio::spawn(run);
+            }
+        }
+        Err(_) => skipped(scheduled),
+    }
 }
 
 /// Lets a loop's operations in flight end, within `bound`: the one in the loop's own task
