@@ -14,6 +14,9 @@ use crate::op::{Kind, Op, Outcome};
 use crate::target::{LastError, TargetState};
 use crate::telemetry::{OperationSpan, TryRecord};
 
+/// Most bytes of a server's error text kept for the status page.
+const MAX_ERROR_TEXT: usize = 200;
+
 impl TargetState {
     /// A try of `op` (an attempt, or the connect before it) failed.
     pub(crate) fn try_failed(
@@ -290,5 +293,47 @@ impl TargetState {
                 .backend_info
                 .remove(&BackendLabels::of(&self.name, &id));
         }
+    }
+
+    /// The error text for humans, with anything that looks like our password removed: a
+    /// server or proxy may echo arguments back.
+    pub(crate) fn scrub(&self, err: &ConnError) -> String {
+        let mut text = err.to_string();
+        if let ConnError::Redis(e) = err
+            && e.code().is_some()
+        {
+            if let Some(pw) = &self.endpoint.url_password {
+                text = text.replace(pw.expose(), "****");
+            }
+            if let Ok(Some(pw)) = self.endpoint.password.resolve()
+                && !pw.expose().is_empty()
+            {
+                text = text.replace(pw.expose(), "****");
+            }
+        }
+        if text.len() > MAX_ERROR_TEXT {
+            let mut cut = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        // Server text is untrusted: a newline would forge a log line, an escape sequence
+        // would reach the operator's terminal.
+        if text.chars().any(char::is_control) {
+            text = text
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+        }
+        text
     }
 }

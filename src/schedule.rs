@@ -186,7 +186,13 @@ pub(crate) async fn open_timetable<F, S, K>(
         register(timers[next].as_mut()).await;
         next ^= 1;
         due += period;
-        tick(&pending, inline.as_mut(), scheduled, &mut start, &mut skipped);
+        tick(
+            &pending,
+            inline.as_mut(),
+            scheduled,
+            &mut start,
+            &mut skipped,
+        );
     }
     drain(inline, &pending, plan.pending_cap, plan.drain_bound).await;
 }
@@ -219,7 +225,13 @@ pub(crate) async fn paced_timetable<F, S, K, G>(
             () = &mut stop => break,
         }
         let scheduled = start_of(due);
-        tick(&pending, inline.as_mut(), scheduled, &mut start, &mut skipped);
+        tick(
+            &pending,
+            inline.as_mut(),
+            scheduled,
+            &mut start,
+            &mut skipped,
+        );
         due += next_gap();
         timer.as_mut().reset(due - TIMER_LEAD);
     }

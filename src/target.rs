@@ -11,7 +11,7 @@ use crate::backend::Backends;
 use crate::classify::ResultKind;
 use crate::clock::Clock;
 use crate::config::{Settings, Target};
-use crate::conn::{ConnError, Endpoint};
+use crate::conn::Endpoint;
 use crate::episode::Episodes;
 use crate::ledger::{Acked, Ledger};
 use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
@@ -19,9 +19,6 @@ use crate::op::Op;
 use crate::payload::owner_hash;
 use crate::stats::Stats;
 use crate::telemetry::Tracing;
-
-/// Most bytes of a server's error text kept for the status page.
-pub(crate) const MAX_ERROR_TEXT: usize = 200;
 
 /// The last failure of a target, for the status page.
 #[derive(Clone, Debug)]
@@ -172,47 +169,5 @@ impl TargetState {
         if let Some(stats) = &self.stats {
             f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
         }
-    }
-
-    /// The error text for humans, with anything that looks like our password removed: a
-    /// server or proxy may echo arguments back.
-    pub(crate) fn scrub(&self, err: &ConnError) -> String {
-        let mut text = err.to_string();
-        if let ConnError::Redis(e) = err
-            && e.code().is_some()
-        {
-            if let Some(pw) = &self.endpoint.url_password {
-                text = text.replace(pw.expose(), "****");
-            }
-            if let Ok(Some(pw)) = self.endpoint.password.resolve()
-                && !pw.expose().is_empty()
-            {
-                text = text.replace(pw.expose(), "****");
-            }
-        }
-        if text.len() > MAX_ERROR_TEXT {
-            let mut cut = MAX_ERROR_TEXT;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
-        // Server text is untrusted: a newline would forge a log line, an escape sequence
-        // would reach the operator's terminal.
-        if text.chars().any(char::is_control) {
-            text = text
-                .chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect();
-        }
-        text
     }
 }
