@@ -236,8 +236,7 @@ fn serve(mut s: TcpStream, port: u16, abuse: Abuse, sh: &Shared) {
                 .unwrap_or_default();
             let data = name == "SET" || name == "GET";
             let abusing = data && sh.abusing.load(Ordering::Relaxed);
-            if abusing && abuse != Abuse::WrongType && !matches!(abuse, Abuse::ExtraReply { .. })
-            {
+            if abusing && abuse != Abuse::WrongType && !matches!(abuse, Abuse::ExtraReply { .. }) {
                 sh.abuses.fetch_add(1, Ordering::Relaxed);
                 let filler = |b: u8| move || vec![b; 16 * 1024];
                 match abuse {
@@ -252,13 +251,9 @@ fn serve(mut s: TcpStream, port: u16, abuse: Abuse, sh: &Shared) {
                         sh,
                         deadline,
                     ),
-                    Abuse::DeepArrays => stream_forever(
-                        &mut s,
-                        b"*2\r\n",
-                        || b"*2\r\n".repeat(4096),
-                        sh,
-                        deadline,
-                    ),
+                    Abuse::DeepArrays => {
+                        stream_forever(&mut s, b"*2\r\n", || b"*2\r\n".repeat(4096), sh, deadline)
+                    }
                     Abuse::Garbage => stream_forever(
                         &mut s,
                         b"",
@@ -312,10 +307,8 @@ fn serve(mut s: TcpStream, port: u16, abuse: Abuse, sh: &Shared) {
                     bulk(b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
                 }
                 ("CLIENT", "INFO") => bulk(
-                    format!(
-                        "id=7 addr=127.0.0.1:{peer} laddr=127.0.0.1:{port} fd=8 name= db=0\n"
-                    )
-                    .as_bytes(),
+                    format!("id=7 addr=127.0.0.1:{peer} laddr=127.0.0.1:{port} fd=8 name= db=0\n")
+                        .as_bytes(),
                 ),
                 ("PING", _) => b"+PONG\r\n".to_vec(),
                 ("AUTH" | "SELECT" | "CLIENT" | "HELLO", _) => b"+OK\r\n".to_vec(),
@@ -440,7 +433,10 @@ fn terminate(canary: &mut Watched, what: &str) -> Duration {
     assert!(canary.alive(), "{what}: the canary died");
     let (status, took) = canary.terminate(EXIT_BOUND + Duration::from_secs(2));
     assert!(status.success(), "{what}: exit status {status}");
-    assert!(took < EXIT_BOUND, "{what}: exit took {took:?} after SIGTERM");
+    assert!(
+        took < EXIT_BOUND,
+        "{what}: exit took {took:?} after SIGTERM"
+    );
     took
 }
 
@@ -484,7 +480,8 @@ fn survives(abuse: Abuse) {
     );
     assert_eq!(m.sum(DISRUPTED, &[t("h")]), 1.0, "{what}: not disrupted");
     assert!(
-        m.sum(OPS, &[t("h"), ("outcome", "failed")]) > before.sum(OPS, &[t("h"), ("outcome", "failed")]),
+        m.sum(OPS, &[t("h"), ("outcome", "failed")])
+            > before.sum(OPS, &[t("h"), ("outcome", "failed")]),
         "{what}: no failed operations"
     );
     // Nothing was retried as if the server might yet answer: `error` is final.
@@ -559,12 +556,8 @@ fn stays_in_step(same_write: bool, strict: bool) {
         || fresh(&canary.metrics()) >= 5.0,
     );
     let before = canary.metrics();
-    let fast_writes = |m: &Scrape| {
-        m.sum(
-            ATTEMPT_BUCKET,
-            &[t("h"), ("op", "write"), ("le", "0.02")],
-        )
-    };
+    let fast_writes =
+        |m: &Scrape| m.sum(ATTEMPT_BUCKET, &[t("h"), ("op", "write"), ("le", "0.02")]);
     assert!(
         m_has_bucket(&before),
         "no attempt bucket le=0.02 for writes:\n{}",
@@ -588,7 +581,10 @@ fn stays_in_step(same_write: bool, strict: bool) {
         mib(w.peak.rss),
         w.worst_scrape,
     );
-    assert!(extras >= 10, "{what}: only {extras} extra replies were sent");
+    assert!(
+        extras >= 10,
+        "{what}: only {extras} extra replies were sent"
+    );
     // At most one failed attempt per extra reply (it may cost the connection), not every op.
     assert!(
         new_errors <= extras as f64,
@@ -677,11 +673,8 @@ fn a_real_100_mb_value_over_a_canary_key_is_an_error_with_bounded_memory() {
         std::thread::spawn(move || {
             const KEY: &str = "redis-canary:test:h:0";
             const SIZE: usize = 100 * 1024 * 1024;
-            let mut value = format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{KEY}\r\n${SIZE}\r\n",
-                KEY.len()
-            )
-            .into_bytes();
+            let mut value =
+                format!("*3\r\n$3\r\nSET\r\n${}\r\n{KEY}\r\n${SIZE}\r\n", KEY.len()).into_bytes();
             value.resize(value.len() + SIZE, b'x');
             value.extend_from_slice(b"\r\n");
             let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connecting to redis");
@@ -710,7 +703,11 @@ fn a_real_100_mb_value_over_a_canary_key_is_an_error_with_bounded_memory() {
         w.worst_scrape,
     );
     assert!(sets.load(Ordering::Relaxed) >= 3);
-    assert!(new_errors >= 1.0, "no read of the big value failed:\n{}", m.text);
+    assert!(
+        new_errors >= 1.0,
+        "no read of the big value failed:\n{}",
+        m.text
+    );
     // The canary's next write replaces the big value: reads come back fresh, memory is back.
     let from = fresh(&canary.metrics());
     wait_until(
@@ -719,7 +716,11 @@ fn a_real_100_mb_value_over_a_canary_key_is_an_error_with_bounded_memory() {
         || fresh(&canary.metrics()) >= from + 3.0,
     );
     let end = canary.sample();
-    assert!(end.rss < RSS_BOUND, "RSS {:.1} MiB at the end", mib(end.rss));
+    assert!(
+        end.rss < RSS_BOUND,
+        "RSS {:.1} MiB at the end",
+        mib(end.rss)
+    );
     let took = terminate(&mut canary, "100 MB value");
     eprintln!(
         "100 MB value: RSS after {:.1} MiB; exit {took:?} after SIGTERM",
