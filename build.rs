@@ -26,6 +26,9 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
     ),
     ("have_kubectl", None, &["kubectl"]),
     ("have_openssl", None, &["openssl"]),
+    // tests/dns.rs: a network namespace with a resolver that never answers.
+    ("have_ip", None, &["ip"]),
+    ("have_python3", None, &["python3"]),
 ];
 
 fn main() {
@@ -73,6 +76,13 @@ fn main() {
         "kubernetes-validate",
     );
 
+    // Not a tool: tests that need root (network namespaces) are skipped without it, and
+    // never fail the build, since CI may run unprivileged.
+    println!("cargo::rustc-check-cfg=cfg(is_root)");
+    if running_as_root() {
+        println!("cargo::rustc-cfg=is_root");
+    }
+
     if !missing.is_empty() {
         if std::env::var_os("REDIS_CANARY_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty() && v != "0")
         {
@@ -91,6 +101,19 @@ fn main() {
             println!("cargo::rerun-if-changed={}", dir.display());
         }
     }
+}
+
+/// Whether this build (and so, in practice, the tests it builds) runs as root: the
+/// effective uid in `/proc/self/status` is 0.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }
 
 fn find_on_path(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {

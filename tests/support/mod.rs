@@ -16,6 +16,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod canary;
+pub mod hostile;
 pub mod http;
 pub mod ports;
 pub mod redis;
