@@ -85,6 +85,14 @@ impl TargetState {
                 m.retries.inc();
             }
             let mut slot = pool.take().await;
+            if let Some(conn) = slot.conn.as_mut()
+                && !conn.in_step().await
+            {
+                // Bytes arrived that no request asked for: a reply may have been taken for
+                // another's. The connection goes before it answers with the wrong one.
+                tracing::debug!(target_name = %self.name, "connection out of step, reconnecting");
+                slot.conn = None;
+            }
             if slot.conn.is_none() {
                 if !pool.pace(shutdown).await {
                     drop(slot);

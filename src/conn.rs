@@ -266,6 +266,9 @@ pub struct Conn {
     driver: Option<Driver>,
     budget: Arc<Budget>,
     limit: Arc<AtomicUsize>,
+    /// Bytes read when the last reply was complete: any more before the next request were
+    /// not asked for.
+    read_at_reply: u64,
     /// Shared so that every operation can say who served it without copying strings.
     pub backend: Arc<Identity>,
 }
@@ -278,7 +281,7 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Resolves `host` within `deadline` (the caller's connect timeout), never holding more than
+/// Resolves `host` (the caller puts its connect deadline on it), never holding more than
 /// [`MAX_LOOKUPS_IN_FLIGHT`] blocking lookups at once.
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -311,18 +314,32 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
 }
 
 impl Conn {
-    /// Connects, authenticates and identifies the backend, all within `connect_timeout`.
+    /// Resolves, connects, authenticates and identifies the backend, all within
+    /// `connect_timeout`. A lookup that does not finish in that time is a `dns` failure
+    /// (the server was never reached), the rest a `timeout`.
     pub async fn open(ep: &Endpoint) -> Result<Conn, ConnError> {
-        match tokio::time::timeout(ep.connect_timeout, Self::open_inner(ep)).await {
+        let deadline = tokio::time::Instant::now() + ep.connect_timeout;
+        // DNS is resolved on every connect: a rescheduled pod gets a new address.
+        let addrs = match tokio::time::timeout_at(deadline, resolve(&ep.host, ep.port)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ConnError::Dns {
+                    host: ep.host.clone(),
+                    reason: format!(
+                        "the lookup did not finish within connect_timeout ({:?})",
+                        ep.connect_timeout
+                    ),
+                });
+            }
+        };
+        match tokio::time::timeout_at(deadline, Self::open_inner(ep, addrs)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
     }
 
-    async fn open_inner(ep: &Endpoint) -> Result<Conn, ConnError> {
+    async fn open_inner(ep: &Endpoint, addrs: Vec<SocketAddr>) -> Result<Conn, ConnError> {
         let password = ep.password().await.map_err(ConnError::Password)?;
-        // DNS is resolved on every connect: a rescheduled pod gets a new address.
-        let addrs = resolve(&ep.host, ep.port).await?;
         let mut last = None;
         let mut tcp = None;
         for addr in addrs {
@@ -367,10 +384,12 @@ impl Conn {
             driver: Some(Box::pin(driver)),
             budget,
             limit,
+            read_at_reply: 0,
             backend: Arc::default(),
         };
         let identity = conn.handshake(ep, password.as_ref()).await?;
         conn.backend = Arc::new(identity);
+        conn.read_at_reply = conn.budget.read.load(Ordering::Relaxed);
         Ok(conn)
     }
 
@@ -481,17 +500,32 @@ impl Conn {
         let Conn { redis, driver, .. } = self;
         let exchange = drive(driver, redis.send_packed_command(&cmd));
         let reply = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(Value::ServerError(e))) => return Err(ConnError::Redis(e.into())),
+            Ok(Ok(Value::ServerError(e))) => {
+                // A complete reply: the connection stays in step.
+                self.read_at_reply = self.budget.read.load(Ordering::Relaxed);
+                return Err(ConnError::Redis(e.into()));
+            }
             Ok(r) => r?,
             Err(_) => return Err(ConnError::Timeout),
         };
-        // Anything already in the socket now arrived unasked; poll the reader once to see.
-        let read_before = self.budget.read.load(Ordering::Relaxed);
-        poll_once(&mut self.driver).await;
-        if self.budget.read.load(Ordering::Relaxed) != read_before {
+        // Anything already in the socket now arrived unasked.
+        self.read_at_reply = self.budget.read.load(Ordering::Relaxed);
+        if !self.in_step().await {
             return Err(ConnError::OutOfStep("a command"));
         }
         Ok(reply)
+    }
+
+    /// Whether nothing has arrived since the last reply was complete. Call it before lending
+    /// a connection out again: bytes nobody asked for (an extra reply, or a real reply that
+    /// came after another was taken in its place) mean the stream is out of step, and the
+    /// connection must go before it answers the next command with the wrong reply.
+    pub async fn in_step(&mut self) -> bool {
+        poll_once(&mut self.driver).await;
+        let read = self.budget.read.load(Ordering::Relaxed);
+        let in_step = self.driver.is_some() && read == self.read_at_reply;
+        self.read_at_reply = read;
+        in_step
     }
 
     /// Closes: the socket goes with the connection.

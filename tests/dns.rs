@@ -206,9 +206,9 @@ fn a_resolver_that_never_answers_keeps_threads_bounded_and_sigterm_prompt() {
 /// The connects of a lookup that never finishes say so: `dns`, not `timeout` (the server
 /// was never reached, so nothing about it timed out).
 #[test]
-#[ignore = "known bug: Conn::open's connect deadline wraps the lookup, so a hung lookup \
-            (or one waiting for a lookup permit) ends as ConnError::Timeout, result timeout; \
-            ConnError::Dns documents 'or the lookup did not finish in time'"]
+#[cfg_attr(not(is_root), ignore = "needs root (network namespaces)")]
+#[cfg_attr(not(have_ip), ignore = "needs ip (iproute2: scripts/install-deps)")]
+#[cfg_attr(not(have_python3), ignore = "needs python3 (scripts/install-deps)")]
 fn a_lookup_that_never_finishes_is_classified_dns() {
     never_answers(Duration::from_secs(4), true);
 }
