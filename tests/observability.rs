@@ -122,6 +122,9 @@ fn every_alert_has_a_severity_a_runbook_section_and_tests_that_fire_and_stay_qui
         "RedisCanaryReplicationTimeouts",
         "RedisCanaryNodeDown",
         "RedisCanaryBackendFlapping",
+        "RedisCanarySentinelSplitView",
+        "RedisCanarySentinelDown",
+        "RedisCanarySentinelFailoverSlow",
         "RedisCanaryNotScraped",
         "RedisCanaryAbsent",
     ];
