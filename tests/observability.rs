@@ -17,8 +17,8 @@ use support::*;
 
 /// Row titles of the dashboard, in the order the issue asks for: is it healthy now, what
 /// clients went through, latency, disruptions, data integrity, replication, backends,
-/// connections.
-const DASHBOARD_ROWS: [&str; 8] = [
+/// Sentinel (DESIGN §12.1), connections.
+const DASHBOARD_ROWS: [&str; 9] = [
     "Healthy now",
     "What clients went through",
     "Latency",
@@ -26,11 +26,18 @@ const DASHBOARD_ROWS: [&str; 8] = [
     "Data integrity",
     "Replication",
     "Backends",
+    "Sentinel",
     "Connections",
 ];
 
+/// The series that only Sentinel targets (`mode = "sentinel"`) export. A dashboard query
+/// that reads one of them shows Sentinel targets only: no data on a standalone-only
+/// installation (the live test's), data for a Sentinel target (the promtool test).
+const SENTINEL_SERIES: &str = "redis_canary_sentinel_";
+
 /// Dashboard queries that may legitimately return no data in the live test, with why.
-/// Empty: after an outage and a recovery every panel of the dashboard has data.
+/// Empty: after an outage and a recovery every panel of the dashboard has data, except
+/// the Sentinel queries (those reading `SENTINEL_SERIES`), which must be empty there.
 const PANELS_THAT_MAY_BE_EMPTY: &[(&str, &str)] = &[];
 
 /// Where the runbook lives, as the alerts' runbook_url spell it.
@@ -274,6 +281,27 @@ fn the_dashboard_has_its_rows_in_order_and_every_panel_a_unit_a_description_and_
         }
     }
 
+    // Every query of the Sentinel row reads a Sentinel series (at least to select the
+    // Sentinel targets), so the row stays empty rather than wrong for standalone targets.
+    let mut row = "";
+    for p in &panels {
+        if p["type"] == "row" {
+            row = p["title"].as_str().unwrap_or_default();
+            continue;
+        }
+        if row != "Sentinel" {
+            continue;
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains(SENTINEL_SERIES),
+                "Sentinel row, panel {:?}: query reads no Sentinel series: {expr}",
+                p["title"]
+            );
+        }
+    }
+
     // No two panels overlap on the 24-column grid.
     let boxes: Vec<(&str, [i64; 4])> = panels
         .iter()
@@ -293,6 +321,120 @@ fn the_dashboard_has_its_rows_in_order_and_every_panel_a_unit_a_description_and_
             assert!(!overlap, "panels {a:?} and {b:?} overlap");
         }
     }
+}
+
+/// Series of a Sentinel target `cache` and a standalone target `plain`, sampled every
+/// second for 5 minutes (the live test's scrape interval, which `substitute` assumes):
+/// three sentinels, one lost at 200 s; the sentinels disagree from 240 s; a failover, an
+/// episode from 271 s to 281 s with +switch-master at 281 s, the pool following it. The
+/// standalone target goes through the same episode and has no Sentinel series.
+fn sentinel_dashboard_series() -> String {
+    let mut out = String::new();
+    let mut series = |name: &str, values: &str| {
+        out.push_str(&format!(
+            "      - series: '{name}'\n        values: '{values}'\n"
+        ));
+    };
+    for i in 0..3 {
+        let values = if i == 2 { "1x200 0x100" } else { "1x300" };
+        series(
+            &format!(
+                "redis_canary_sentinel_up{{target=\"cache\",sentinel=\"redis-sentinel-{i}.redis-sentinel-headless:26379\"}}"
+            ),
+            values,
+        );
+    }
+    series(
+        "redis_canary_sentinel_masters{target=\"cache\"}",
+        "1x240 2x60",
+    );
+    series(
+        "redis_canary_sentinel_master_switches_total{target=\"cache\"}",
+        "0x280 1x20",
+    );
+    for target in ["cache", "plain"] {
+        let t = format!("{{target=\"{target}\"}}");
+        series(&format!("redis_canary_disrupted{t}"), "0x270 1x10 0x20");
+        series(
+            &format!("redis_canary_disruption_duration_seconds_sum{t}"),
+            "0x281 10.5x19",
+        );
+        series(
+            &format!("redis_canary_disruption_duration_seconds_count{t}"),
+            "0x281 1x19",
+        );
+        series(
+            &format!("redis_canary_backend_switches_total{t}"),
+            "0x281 4x19",
+        );
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(have_promtool),
+    ignore = "needs promtool (not installed: scripts/install-deps)"
+)]
+fn the_sentinel_panels_show_a_sentinel_target_and_stay_empty_for_a_standalone_one() {
+    // The live test watches a standalone Redis, where the Sentinel queries must be empty;
+    // here promtool evaluates each of them, with the variables substituted as Grafana
+    // would, on the series of a Sentinel target and of a standalone one: as an alert that
+    // fires when the query, evaluated every second over the 5 minutes as Grafana's range
+    // query would be, returned anything. It must fire for the first and stay quiet for
+    // the second.
+    let queries: Vec<DashboardQuery> = dashboard_queries(&dashboard())
+        .into_iter()
+        .filter(|q| q.expr.contains(SENTINEL_SERIES))
+        .collect();
+    // Three stats, two timelines, switches, episodes, lengths; two annotations.
+    assert!(
+        queries.len() >= 10,
+        "only {} Sentinel queries",
+        queries.len()
+    );
+
+    let mut rules = String::from("groups:\n  - name: sentinel-dashboard\n    rules:\n");
+    let mut checks = String::new();
+    for (i, q) in queries.iter().enumerate() {
+        for target in ["cache", "plain"] {
+            let name = format!("Query{i}{target}");
+            let expr = substitute(&q.expr, target, ".*", 300);
+            rules.push_str(&format!(
+                "      # {}\n      - alert: {name}\n        expr: |\n          count(count_over_time(({expr})[5m:1s])) > 0\n",
+                q.place
+            ));
+            let expected = if target == "cache" {
+                "\n          - exp_labels: {}\n"
+            } else {
+                " []\n"
+            };
+            checks.push_str(&format!(
+                "      - eval_time: 5m\n        alertname: {name}\n        exp_alerts:{expected}"
+            ));
+        }
+    }
+    let tests = format!(
+        "rule_files:\n  - rules.yml\nevaluation_interval: 1s\ntests:\n  - interval: 1s\n    input_series:\n{}    alert_rule_test:\n{checks}",
+        sentinel_dashboard_series()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rules.yml"), &rules).expect("writing rules");
+    std::fs::write(dir.path().join("test.yml"), &tests).expect("writing tests");
+    let (ok, out, err) = run(Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(dir.path()));
+    assert!(
+        ok,
+        "a Sentinel query is empty for the Sentinel target, or shows the standalone one \
+         (QueryN is the Nth of these):\n{}\n{out}{err}",
+        queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| format!("Query{i}: {}: {}", q.place, q.expr))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -573,18 +715,31 @@ scrape_configs:
     let end = unix_now();
     let range_s = (end - range_start).ceil() as u64;
     let mut empty = Vec::new();
+    let mut sentinel_with_data = Vec::new();
     let queries = dashboard_queries(&dashboard());
     for q in &queries {
         let expr = substitute(&q.expr, "direct", &node_regex, range_s);
+        // A query Prometheus rejects fails here, empty or not.
         let result = if q.instant {
             prometheus.query(&expr)
         } else {
             prometheus.query_range(&expr, range_start, end, "1s")
         };
-        if !has_finite_value(&result) {
+        if q.expr.contains(SENTINEL_SERIES) {
+            // This canary has no Sentinel target: the Sentinel panels stay empty (they
+            // must not show the standalone target's episodes as failovers).
+            if !result.is_empty() {
+                sentinel_with_data.push(format!("{}: {expr}", q.place));
+            }
+        } else if !has_finite_value(&result) {
             empty.push(format!("{}: {expr}", q.place));
         }
     }
+    assert!(
+        sentinel_with_data.is_empty(),
+        "Sentinel queries returned data for a standalone target:\n{}",
+        sentinel_with_data.join("\n")
+    );
     let unexpected: Vec<&String> = empty
         .iter()
         .filter(|e| {
