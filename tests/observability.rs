@@ -2,7 +2,9 @@
 //! (syntax and unit tests for every alert); a real Prometheus scraping a real canary that
 //! watches a real Redis fires the right alerts at a real Alertmanager, whose webhook
 //! receives them, and resolves them after recovery; every query of the Grafana dashboard
-//! returns data from that Prometheus; the Kubernetes manifests build with `kubectl
+//! returns data from that Prometheus, except the Sentinel ones, which stay empty for that
+//! standalone target and show a Sentinel target's series under promtool; the Kubernetes
+//! manifests (base, keydb-haproxy and redis-sentinel overlays) build with `kubectl
 //! kustomize` and validate against the Kubernetes schemas; and the copies that
 //! `deploy/kubernetes/sync.sh` makes are identical to their sources.
 
@@ -17,8 +19,8 @@ use support::*;
 
 /// Row titles of the dashboard, in the order the issue asks for: is it healthy now, what
 /// clients went through, latency, disruptions, data integrity, replication, backends,
-/// connections.
-const DASHBOARD_ROWS: [&str; 8] = [
+/// Sentinel (DESIGN §12.1), connections.
+const DASHBOARD_ROWS: [&str; 9] = [
     "Healthy now",
     "What clients went through",
     "Latency",
@@ -26,11 +28,18 @@ const DASHBOARD_ROWS: [&str; 8] = [
     "Data integrity",
     "Replication",
     "Backends",
+    "Sentinel",
     "Connections",
 ];
 
+/// The series that only Sentinel targets (`mode = "sentinel"`) export. A dashboard query
+/// that reads one of them shows Sentinel targets only: no data on a standalone-only
+/// installation (the live test's), data for a Sentinel target (the promtool test).
+const SENTINEL_SERIES: &str = "redis_canary_sentinel_";
+
 /// Dashboard queries that may legitimately return no data in the live test, with why.
-/// Empty: after an outage and a recovery every panel of the dashboard has data.
+/// Empty: after an outage and a recovery every panel of the dashboard has data, except
+/// the Sentinel queries (those reading `SENTINEL_SERIES`), which must be empty there.
 const PANELS_THAT_MAY_BE_EMPTY: &[(&str, &str)] = &[];
 
 /// Where the runbook lives, as the alerts' runbook_url spell it.
@@ -122,6 +131,9 @@ fn every_alert_has_a_severity_a_runbook_section_and_tests_that_fire_and_stay_qui
         "RedisCanaryReplicationTimeouts",
         "RedisCanaryNodeDown",
         "RedisCanaryBackendFlapping",
+        "RedisCanarySentinelSplitView",
+        "RedisCanarySentinelDown",
+        "RedisCanarySentinelFailoverSlow",
         "RedisCanaryNotScraped",
         "RedisCanaryAbsent",
     ];
@@ -271,6 +283,27 @@ fn the_dashboard_has_its_rows_in_order_and_every_panel_a_unit_a_description_and_
         }
     }
 
+    // Every query of the Sentinel row reads a Sentinel series (at least to select the
+    // Sentinel targets), so the row stays empty rather than wrong for standalone targets.
+    let mut row = "";
+    for p in &panels {
+        if p["type"] == "row" {
+            row = p["title"].as_str().unwrap_or_default();
+            continue;
+        }
+        if row != "Sentinel" {
+            continue;
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains(SENTINEL_SERIES),
+                "Sentinel row, panel {:?}: query reads no Sentinel series: {expr}",
+                p["title"]
+            );
+        }
+    }
+
     // No two panels overlap on the 24-column grid.
     let boxes: Vec<(&str, [i64; 4])> = panels
         .iter()
@@ -290,6 +323,120 @@ fn the_dashboard_has_its_rows_in_order_and_every_panel_a_unit_a_description_and_
             assert!(!overlap, "panels {a:?} and {b:?} overlap");
         }
     }
+}
+
+/// Series of a Sentinel target `cache` and a standalone target `plain`, sampled every
+/// second for 5 minutes (the live test's scrape interval, which `substitute` assumes):
+/// three sentinels, one lost at 200 s; the sentinels disagree from 240 s; a failover, an
+/// episode from 271 s to 281 s with +switch-master at 281 s, the pool following it. The
+/// standalone target goes through the same episode and has no Sentinel series.
+fn sentinel_dashboard_series() -> String {
+    let mut out = String::new();
+    let mut series = |name: &str, values: &str| {
+        out.push_str(&format!(
+            "      - series: '{name}'\n        values: '{values}'\n"
+        ));
+    };
+    for i in 0..3 {
+        let values = if i == 2 { "1x200 0x100" } else { "1x300" };
+        series(
+            &format!(
+                "redis_canary_sentinel_up{{target=\"cache\",sentinel=\"redis-sentinel-{i}.redis-sentinel-headless:26379\"}}"
+            ),
+            values,
+        );
+    }
+    series(
+        "redis_canary_sentinel_masters{target=\"cache\"}",
+        "1x240 2x60",
+    );
+    series(
+        "redis_canary_sentinel_master_switches_total{target=\"cache\"}",
+        "0x280 1x20",
+    );
+    for target in ["cache", "plain"] {
+        let t = format!("{{target=\"{target}\"}}");
+        series(&format!("redis_canary_disrupted{t}"), "0x270 1x10 0x20");
+        series(
+            &format!("redis_canary_disruption_duration_seconds_sum{t}"),
+            "0x281 10.5x19",
+        );
+        series(
+            &format!("redis_canary_disruption_duration_seconds_count{t}"),
+            "0x281 1x19",
+        );
+        series(
+            &format!("redis_canary_backend_switches_total{t}"),
+            "0x281 4x19",
+        );
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(have_promtool),
+    ignore = "needs promtool (not installed: scripts/install-deps)"
+)]
+fn the_sentinel_panels_show_a_sentinel_target_and_stay_empty_for_a_standalone_one() {
+    // The live test watches a standalone Redis, where the Sentinel queries must be empty;
+    // here promtool evaluates each of them, with the variables substituted as Grafana
+    // would, on the series of a Sentinel target and of a standalone one: as an alert that
+    // fires when the query, evaluated every second over the 5 minutes as Grafana's range
+    // query would be, returned anything. It must fire for the first and stay quiet for
+    // the second.
+    let queries: Vec<DashboardQuery> = dashboard_queries(&dashboard())
+        .into_iter()
+        .filter(|q| q.expr.contains(SENTINEL_SERIES))
+        .collect();
+    // Three stats, two timelines, switches, episodes, lengths; two annotations.
+    assert!(
+        queries.len() >= 10,
+        "only {} Sentinel queries",
+        queries.len()
+    );
+
+    let mut rules = String::from("groups:\n  - name: sentinel-dashboard\n    rules:\n");
+    let mut checks = String::new();
+    for (i, q) in queries.iter().enumerate() {
+        for target in ["cache", "plain"] {
+            let name = format!("Query{i}{target}");
+            let expr = substitute(&q.expr, target, ".*", 300);
+            rules.push_str(&format!(
+                "      # {}\n      - alert: {name}\n        expr: |\n          count(count_over_time(({expr})[5m:1s])) > 0\n",
+                q.place
+            ));
+            let expected = if target == "cache" {
+                "\n          - exp_labels: {}\n"
+            } else {
+                " []\n"
+            };
+            checks.push_str(&format!(
+                "      - eval_time: 5m\n        alertname: {name}\n        exp_alerts:{expected}"
+            ));
+        }
+    }
+    let tests = format!(
+        "rule_files:\n  - rules.yml\nevaluation_interval: 1s\ntests:\n  - interval: 1s\n    input_series:\n{}    alert_rule_test:\n{checks}",
+        sentinel_dashboard_series()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rules.yml"), &rules).expect("writing rules");
+    std::fs::write(dir.path().join("test.yml"), &tests).expect("writing tests");
+    let (ok, out, err) = run(Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(dir.path()));
+    assert!(
+        ok,
+        "a Sentinel query is empty for the Sentinel target, or shows the standalone one \
+         (QueryN is the Nth of these):\n{}\n{out}{err}",
+        queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| format!("Query{i}: {}: {}", q.place, q.expr))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -570,18 +717,31 @@ scrape_configs:
     let end = unix_now();
     let range_s = (end - range_start).ceil() as u64;
     let mut empty = Vec::new();
+    let mut sentinel_with_data = Vec::new();
     let queries = dashboard_queries(&dashboard());
     for q in &queries {
         let expr = substitute(&q.expr, "direct", &node_regex, range_s);
+        // A query Prometheus rejects fails here, empty or not.
         let result = if q.instant {
             prometheus.query(&expr)
         } else {
             prometheus.query_range(&expr, range_start, end, "1s")
         };
-        if !has_finite_value(&result) {
+        if q.expr.contains(SENTINEL_SERIES) {
+            // This canary has no Sentinel target: the Sentinel panels stay empty (they
+            // must not show the standalone target's episodes as failovers).
+            if !result.is_empty() {
+                sentinel_with_data.push(format!("{}: {expr}", q.place));
+            }
+        } else if !has_finite_value(&result) {
             empty.push(format!("{}: {expr}", q.place));
         }
     }
+    assert!(
+        sentinel_with_data.is_empty(),
+        "Sentinel queries returned data for a standalone target:\n{}",
+        sentinel_with_data.join("\n")
+    );
     let unexpected: Vec<&String> = empty
         .iter()
         .filter(|e| {
@@ -962,6 +1122,114 @@ fn kustomize_base_and_keydb_haproxy_overlay_build_and_validate_against_kubernete
     assert!(
         ok,
         "haproxy -c rejected the overlay's configuration and environment:\n{out}{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_kubectl, have_kubernetes_validate)),
+    ignore = "needs kubectl, kubernetes-validate (not installed: scripts/install-deps)"
+)]
+fn kustomize_redis_sentinel_overlay_builds_validates_and_watches_three_sentinels() {
+    let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
+    let validator = kubernetes_validate();
+    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/redis-sentinel");
+    validate(&validator, &yaml);
+    let overlay = yaml_to_json(&validator, &yaml);
+    for o in &overlay {
+        assert_eq!(
+            o["metadata"]["namespace"], "redis",
+            "{} not in redis",
+            o["metadata"]["name"]
+        );
+    }
+    let pod_labels = check_canary_deployment(&overlay);
+    check_base_objects(&overlay, &pod_labels);
+
+    // One Sentinel target: the three sentinels, the master set, both passwords as files.
+    let config = find(&overlay, "ConfigMap", "redis-canary-config");
+    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
+    let table: toml::Table = toml_text.parse().expect("canary.toml parses");
+    let targets = table["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 1);
+    let t = targets[0].as_table().expect("target table");
+    assert_eq!(t["mode"].as_str(), Some("sentinel"));
+    assert!(!t.contains_key("url"), "a Sentinel target has no url");
+    assert_eq!(t["master_name"].as_str(), Some("mymaster"));
+    let sentinels: Vec<&str> = t["sentinels"]
+        .as_array()
+        .expect("sentinels")
+        .iter()
+        .map(|s| s.as_str().expect("sentinel url"))
+        .collect();
+    assert_eq!(
+        sentinels,
+        (0..3)
+            .map(|i| format!("redis://redis-sentinel-{i}.redis-sentinel-headless:26379"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        t["password_file"].as_str(),
+        Some("/run/secrets/redis/password")
+    );
+    assert_eq!(
+        t["sentinel_password_file"].as_str(),
+        Some("/run/secrets/sentinel/password")
+    );
+
+    // The sentinels' password is mounted where sentinel_password_file points, from its
+    // own Secret; the data nodes' one stays as the base has it.
+    let deploy = find(&overlay, "Deployment", "redis-canary");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "redis-sentinel-password")
+        .expect("a volume of the Secret redis-sentinel-password");
+    assert_eq!(
+        volume["secret"]["items"],
+        serde_json::json!([{"key": "password", "path": "password"}])
+    );
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts");
+    assert!(mounts.iter().any(|m| m["name"] == volume["name"]
+        && m["mountPath"] == "/run/secrets/sentinel"
+        && m["readOnly"] == true));
+
+    // The NetworkPolicy lets the canary reach the sentinels and still the data nodes.
+    let np = find(&overlay, "NetworkPolicy", "redis-canary");
+    let egress_ports: Vec<&Value> = np["spec"]["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().into_iter().flatten())
+        .collect();
+    for port in [6379, 26379] {
+        assert!(
+            egress_ports
+                .iter()
+                .any(|p| p["port"] == port && p["protocol"] == "TCP"),
+            "no egress to {port}: {egress_ports:?}"
+        );
+    }
+
+    // The canary accepts the configuration. A build from before Sentinel mode rejects
+    // `mode` as an unknown key: then only the structure above is checked, and this says so.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("canary.toml");
+    std::fs::write(&file, toml_text).expect("writing config");
+    let (ok, out, err) = run(Command::new(canary_bin())
+        .args(["check-config", "--config"])
+        .arg(&file));
+    if !ok && err.contains(r#"targets[0].mode = "sentinel": unknown key"#) {
+        eprintln!("check-config skipped: this build has no Sentinel mode yet:\n{err}");
+        return;
+    }
+    assert!(
+        ok,
+        "check-config rejected the overlay's canary.toml:\n{out}{err}"
     );
 }
 
