@@ -84,7 +84,7 @@ impl<'v> Checker<'_> {
                     for (index, item) in items.iter().enumerate() {
                         let at = format!("{at}[{index}]");
                         if let Some(url) = self.url(&at, item) {
-                            let port_given = item.as_str().is_some_and(|text| names_a_port(text));
+                            let port_given = item.as_str().is_some_and(names_a_port);
                             list.push((at, item, url, port_given));
                         }
                     }
