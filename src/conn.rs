@@ -48,6 +48,26 @@ pub const MIN_REPLY_LIMIT: usize = 16 * 1024;
 /// replicas, `CLIENT INFO`, `HELLO`).
 const HANDSHAKE_REPLY_LIMIT: usize = 256 * 1024;
 
+/// What [`Locate::ask`] returns: `None` past the last source; else that source's answer.
+pub type Located<'a> =
+    Pin<Box<dyn Future<Output = Option<Result<(String, u16), ConnError>>> + Send + 'a>>;
+
+/// Where a connect goes when the endpoint's address is not fixed: the master that the
+/// sentinels name (DESIGN §12.1). The topology implements it; `Conn::open` asks it on every
+/// connect, so discovery is part of the connect (counted and timed with it). A connection
+/// remembers the generation it was located in and is outdated once the topology moved on.
+pub trait Locate: Send + Sync + std::fmt::Debug {
+    /// Bumped whenever pooled connections must be dropped and located again.
+    fn generation(&self) -> u64;
+    /// Asks the `n`-th source, in order of preference, where the master is.
+    fn ask(&self, n: usize) -> Located<'_>;
+    /// A connect reached `host:port` and confirmed with `ROLE` that it is the master.
+    fn confirmed(&self, host: &str, port: u16);
+    /// A connection of `generation` found its node gone or demoted (a connection error,
+    /// READONLY): the others of that generation must look again.
+    fn lost(&self, generation: u64);
+}
+
 /// Where and how to connect; built once per target (or node) from the configuration.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -64,6 +84,11 @@ pub struct Endpoint {
     /// Sent as `CLIENT SETNAME`, so operators can find us in `CLIENT LIST`.
     pub client_name: String,
     pub connect_timeout: Duration,
+    /// When set, `host` and `port` are only a template: every connect asks this where to go
+    /// and confirms with `ROLE` that the node it reached is a master.
+    pub locator: Option<Arc<dyn Locate>>,
+    /// Verify TLS against the located host (no `tls.server_name` was configured).
+    pub tls_name_from_host: bool,
 }
 
 impl Endpoint {
@@ -90,6 +115,8 @@ impl Endpoint {
             resp3: false,
             client_name,
             connect_timeout,
+            locator: None,
+            tls_name_from_host: false,
         }
     }
 
@@ -136,6 +163,12 @@ pub enum ConnError {
     OutOfStep(&'static str),
     #[error("cannot read the password: {0}")]
     Password(io::Error),
+    /// A located node answered `ROLE` as a replica: the sentinel that named it is stale.
+    #[error("{0} is not a master")]
+    NotMaster(String),
+    /// No source knows the master (a sentinel answered nil for the name).
+    #[error("no master known under this name")]
+    NoMaster,
 }
 
 impl ConnError {
@@ -148,6 +181,9 @@ impl ConnError {
             ConnError::Redis(e) => classify_redis(e),
             ConnError::Unexpected(_) | ConnError::OutOfStep(_) => ResultKind::Error,
             ConnError::Password(_) => ResultKind::Auth,
+            // What the replica would answer to a write.
+            ConnError::NotMaster(_) => ResultKind::Readonly,
+            ConnError::NoMaster => ResultKind::Masterdown,
         }
     }
 
@@ -268,6 +304,8 @@ pub struct Conn {
     limit: Arc<AtomicUsize>,
     /// Shared so that every operation can say who served it without copying strings.
     pub backend: Arc<Identity>,
+    /// The locator this connection was located by, and its generation then.
+    located: Option<(Arc<dyn Locate>, u64)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -311,18 +349,67 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
 }
 
 impl Conn {
-    /// Connects, authenticates and identifies the backend, all within `connect_timeout`.
+    /// Connects, authenticates and identifies the backend, all within `connect_timeout`. A
+    /// located endpoint first asks its locator where to go (each source, and the connect to
+    /// the node it names, within their own deadlines), and tries the next source when the
+    /// node is unreachable or not a master.
     pub async fn open(ep: &Endpoint) -> Result<Conn, ConnError> {
-        match tokio::time::timeout(ep.connect_timeout, Self::open_inner(ep)).await {
+        let Some(locator) = &ep.locator else {
+            return Self::open_at(ep, &ep.host, ep.port).await;
+        };
+        let generation = locator.generation();
+        let mut tried: Vec<(String, u16)> = Vec::new();
+        let mut last = None;
+        for n in 0.. {
+            let (host, port) = match locator.ask(n).await {
+                None => break,
+                Some(Err(e)) => {
+                    last = Some(e);
+                    continue;
+                }
+                Some(Ok(addr)) if tried.contains(&addr) => continue,
+                Some(Ok(addr)) => addr,
+            };
+            match Self::open_at(ep, &host, port).await {
+                Ok(mut conn) => {
+                    locator.confirmed(&host, port);
+                    conn.located = Some((locator.clone(), generation));
+                    return Ok(conn);
+                }
+                Err(e) => last = Some(e),
+            }
+            tried.push((host, port));
+        }
+        Err(last.unwrap_or(ConnError::NoMaster))
+    }
+
+    /// Whether the topology moved on since this connection was located: it must be dropped
+    /// and located again before it is used.
+    pub fn is_outdated(&self) -> bool {
+        self.located
+            .as_ref()
+            .is_some_and(|(locator, generation)| locator.generation() != *generation)
+    }
+
+    /// This connection found its node gone or demoted: the others located with it must look
+    /// again too (a no-op for a fixed endpoint).
+    pub fn lost(&self) {
+        if let Some((locator, generation)) = &self.located {
+            locator.lost(*generation);
+        }
+    }
+
+    async fn open_at(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
+        match tokio::time::timeout(ep.connect_timeout, Self::open_inner(ep, host, port)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
     }
 
-    async fn open_inner(ep: &Endpoint) -> Result<Conn, ConnError> {
+    async fn open_inner(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
         let password = ep.password().await.map_err(ConnError::Password)?;
         // DNS is resolved on every connect: a rescheduled pod gets a new address.
-        let addrs = resolve(&ep.host, ep.port).await?;
+        let addrs = resolve(host, port).await?;
         let mut last = None;
         let mut tcp = None;
         for addr in addrs {
@@ -344,7 +431,16 @@ impl Conn {
         };
         tcp.set_nodelay(true)?;
         let io: Box<dyn Stream> = match &ep.tls {
-            Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
+            Some(tls) => {
+                let name = match ep.tls_name_from_host {
+                    true => tokio_rustls::rustls::pki_types::ServerName::try_from(
+                        host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    )
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                    false => tls.server_name.clone(),
+                };
+                Box::new(tls.connector.connect(name, tcp).await?)
+            }
             None => Box::new(tcp),
         };
         let budget = Arc::new(Budget::default());
@@ -368,6 +464,7 @@ impl Conn {
             budget,
             limit,
             backend: Arc::default(),
+            located: None,
         };
         let identity = conn.handshake(ep, password.as_ref()).await?;
         conn.backend = Arc::new(identity);
@@ -413,6 +510,10 @@ impl Conn {
         expect.push("INFO replication");
         pipe.cmd("CLIENT").arg("INFO");
         expect.push("CLIENT INFO");
+        if ep.locator.is_some() {
+            pipe.cmd("ROLE");
+            expect.push("ROLE");
+        }
 
         self.arm(HANDSHAKE_REPLY_LIMIT);
         let replies = {
@@ -423,6 +524,7 @@ impl Conn {
             return Err(ConnError::Unexpected("the handshake"));
         }
         let mut identity = Identity::default();
+        let mut role_master = None;
         for (what, reply) in expect.into_iter().zip(replies) {
             match (what, reply) {
                 ("AUTH" | "SELECT" | "HELLO", Value::ServerError(e)) => {
@@ -450,9 +552,16 @@ impl Conn {
                         identity.absorb_client_info(&text);
                     }
                 }
+                ("ROLE", Value::Array(items)) => {
+                    role_master = Some(items.first().and_then(text_of).as_deref() == Some("master"));
+                }
                 // An ACL may forbid SETNAME: it does not matter.
                 _ => {}
             }
+        }
+        // A node that may not run ROLE (an ACL without +role) still says its role in INFO.
+        if ep.locator.is_some() && !role_master.unwrap_or(identity.role == "master") {
+            return Err(ConnError::NotMaster(identity.addr.clone()));
         }
         Ok(identity)
     }
