@@ -357,7 +357,6 @@ impl Conn {
         let Some(locator) = &ep.locator else {
             return Self::open_at(ep, &ep.host, ep.port).await;
         };
-        let generation = locator.generation();
         let mut tried: Vec<(String, u16)> = Vec::new();
         let mut last = None;
         for n in 0.. {
@@ -373,7 +372,9 @@ impl Conn {
             match Self::open_at(ep, &host, port).await {
                 Ok(mut conn) => {
                     locator.confirmed(&host, port);
-                    conn.located = Some((locator.clone(), generation));
+                    // After `confirmed`: a new master found here bumps the generation, and
+                    // this connection belongs to the new one.
+                    conn.located = Some((locator.clone(), locator.generation()));
                     return Ok(conn);
                 }
                 Err(e) => last = Some(e),
@@ -408,41 +409,7 @@ impl Conn {
 
     async fn open_inner(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
         let password = ep.password().await.map_err(ConnError::Password)?;
-        // DNS is resolved on every connect: a rescheduled pod gets a new address.
-        let addrs = resolve(host, port).await?;
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match tcp {
-            Some(t) => t,
-            None => {
-                return Err(ConnError::Io(
-                    last.unwrap_or_else(|| io::Error::other("no address")),
-                ));
-            }
-        };
-        tcp.set_nodelay(true)?;
-        let io: Box<dyn Stream> = match &ep.tls {
-            Some(tls) => {
-                let name = match ep.tls_name_from_host {
-                    true => tokio_rustls::rustls::pki_types::ServerName::try_from(
-                        host.trim_start_matches('[').trim_end_matches(']').to_string(),
-                    )
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-                    false => tls.server_name.clone(),
-                };
-                Box::new(tls.connector.connect(name, tcp).await?)
-            }
-            None => Box::new(tcp),
-        };
+        let io = open_stream(ep, host, port).await?;
         let budget = Arc::new(Budget::default());
         let limit = Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT));
         let bounded = Bounded {
@@ -553,7 +520,8 @@ impl Conn {
                     }
                 }
                 ("ROLE", Value::Array(items)) => {
-                    role_master = Some(items.first().and_then(text_of).as_deref() == Some("master"));
+                    role_master =
+                        Some(items.first().and_then(text_of).as_deref() == Some("master"));
                 }
                 // An ACL may forbid SETNAME: it does not matter.
                 _ => {}
@@ -606,6 +574,107 @@ impl Conn {
     /// Closes: the socket goes with the connection.
     pub async fn close(self, _timeout: Duration) {
         drop(self);
+    }
+}
+
+/// Resolves `host` (on every connect: a rescheduled pod gets a new address) and opens TCP,
+/// then TLS when the endpoint says so.
+async fn open_stream(ep: &Endpoint, host: &str, port: u16) -> Result<Box<dyn Stream>, ConnError> {
+    let addrs = resolve(host, port).await?;
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = match tcp {
+        Some(t) => t,
+        None => {
+            return Err(ConnError::Io(
+                last.unwrap_or_else(|| io::Error::other("no address")),
+            ));
+        }
+    };
+    tcp.set_nodelay(true)?;
+    let io: Box<dyn Stream> = match &ep.tls {
+        Some(tls) => {
+            let name = match ep.tls_name_from_host {
+                true => tokio_rustls::rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                false => tls.server_name.clone(),
+            };
+            Box::new(tls.connector.connect(name, tcp).await?)
+        }
+        None => Box::new(tcp),
+    };
+    Ok(io)
+}
+
+/// Most bytes one pub/sub message may take: a `+switch-master` message is a few dozen.
+const MESSAGE_LIMIT: usize = MIN_REPLY_LIMIT;
+
+/// A pub/sub connection (a sentinel's `+switch-master` channel), on the `redis` crate's
+/// RESP2 `PubSub` over a stream the canary opened, with a byte budget re-armed for every
+/// message.
+pub struct Subscription {
+    stream: redis::aio::PubSubStream,
+    _sink: redis::aio::PubSubSink,
+    budget: Arc<Budget>,
+}
+
+impl Subscription {
+    /// Connects to `ep` (its credentials; `AUTH` sent by the crate), subscribes to
+    /// `channel`, all within `connect_timeout`.
+    pub async fn open(ep: &Endpoint, channel: &str) -> Result<Subscription, ConnError> {
+        let open = async {
+            let password = ep.password().await.map_err(ConnError::Password)?;
+            let io = open_stream(ep, &ep.host, ep.port).await?;
+            let budget = Arc::new(Budget::default());
+            budget.left.store(HANDSHAKE_REPLY_LIMIT, Ordering::Relaxed);
+            let bounded = Bounded {
+                inner: io,
+                budget: budget.clone(),
+                limit: Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT)),
+            };
+            let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
+            if let Some(pw) = &password {
+                info = info.set_password(pw.expose());
+                if let Some(user) = &ep.username {
+                    info = info.set_username(user);
+                }
+            }
+            let pubsub = redis::aio::PubSub::new(&info, bounded).await?;
+            let (mut sink, stream) = pubsub.split();
+            sink.subscribe(channel).await?;
+            budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
+            Ok(Subscription {
+                stream,
+                _sink: sink,
+                budget,
+            })
+        };
+        match tokio::time::timeout(ep.connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+
+    /// The payload of the next message; `None` once the connection ended (or a message
+    /// outgrew its budget).
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        use futures_core::Stream as _;
+        let msg = std::future::poll_fn(|cx| Pin::new(&mut self.stream).poll_next(cx)).await?;
+        self.budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
+        Some(msg.get_payload_bytes().to_vec())
     }
 }
 
