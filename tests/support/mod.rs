@@ -19,6 +19,7 @@ pub mod canary;
 pub mod http;
 pub mod ports;
 pub mod redis;
+pub mod sentinel;
 pub mod topology;
 
 use std::collections::BTreeMap;
