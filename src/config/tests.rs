@@ -522,7 +522,7 @@ master_name = "mymaster"
 password = "data-pw"
 sentinel_password_env = "SENTINEL_PW"
 sentinel_refresh = "2s"
-nodes = "auto"
+nodes = ["redis://r1:6379"]
 "#;
 
 #[test]
@@ -537,10 +537,19 @@ fn a_sentinel_target_loads_with_its_sentinels_and_defaults_port_26379() {
     assert_eq!(ports, [26380, DEFAULT_SENTINEL_PORT]);
     assert_eq!(s.password, PasswordSource::Env("SENTINEL_PW".into()));
     assert_eq!(s.refresh, Duration::from_secs(2));
-    assert!(s.nodes_auto);
-    assert!(t.nodes.is_empty());
+    assert!(!s.nodes_auto);
+    assert_eq!(t.nodes.len(), 1);
     assert_eq!(t.password, PasswordSource::Inline(Secret::new("data-pw")));
     assert!(!t.url.tls);
+}
+
+#[test]
+fn nodes_auto_is_refused_as_not_supported_yet() {
+    let toml = SENTINEL_TARGET.replace("nodes = [\"redis://r1:6379\"]", "nodes = \"auto\"");
+    let problems = problems(&toml);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "targets[0].nodes");
+    assert!(problems[0].message.contains("not supported yet"));
 }
 
 #[test]
@@ -611,7 +620,6 @@ fn a_sentinel_target_prints_masked_and_loads_back() {
         "mode = \"sentinel\"",
         "master_name = \"mymaster\"",
         "sentinel_password = \"****\"",
-        "nodes = \"auto\"",
         "sentinel_refresh = \"2s\"",
     ] {
         assert!(printed.contains(line), "{line} missing:\n{printed}");
