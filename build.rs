@@ -16,6 +16,11 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
         Some("REDIS_SERVER_BIN"),
         &["redis-server"],
     ),
+    (
+        "have_redis_sentinel",
+        Some("REDIS_SENTINEL_BIN"),
+        &["redis-sentinel"],
+    ),
     ("have_haproxy", None, &["haproxy"]),
     ("have_prometheus", Some("PROMETHEUS_BIN"), &["prometheus"]),
     ("have_promtool", None, &["promtool"]),

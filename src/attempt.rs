@@ -85,6 +85,10 @@ impl TargetState {
                 m.retries.inc();
             }
             let mut slot = pool.take().await;
+            // The master moved (a sentinel target): a connection from before goes unused.
+            if slot.conn.as_ref().is_some_and(Conn::is_outdated) {
+                slot.conn = None;
+            }
             if let Some(conn) = slot.conn.as_mut()
                 && !conn.in_step().await
             {
@@ -161,6 +165,10 @@ impl TargetState {
                     if e.drops_connection() {
                         if e.is_peer_close() {
                             self.metrics.kind(Kind::Pool).drops.inc();
+                        }
+                        // Rediscovery on READONLY and on a dead connection (DESIGN §12.1).
+                        if e.is_peer_close() || result == ResultKind::Readonly {
+                            conn.lost();
                         }
                         slot.conn = None;
                     }

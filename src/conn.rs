@@ -48,6 +48,26 @@ pub const MIN_REPLY_LIMIT: usize = 16 * 1024;
 /// replicas, `CLIENT INFO`, `HELLO`).
 const HANDSHAKE_REPLY_LIMIT: usize = 256 * 1024;
 
+/// What [`Locate::ask`] returns: `None` past the last source; else that source's answer.
+pub type Located<'a> =
+    Pin<Box<dyn Future<Output = Option<Result<(String, u16), ConnError>>> + Send + 'a>>;
+
+/// Where a connect goes when the endpoint's address is not fixed: the master that the
+/// sentinels name (DESIGN §12.1). The topology implements it; `Conn::open` asks it on every
+/// connect, so discovery is part of the connect (counted and timed with it). A connection
+/// remembers the generation it was located in and is outdated once the topology moved on.
+pub trait Locate: Send + Sync + std::fmt::Debug {
+    /// Bumped whenever pooled connections must be dropped and located again.
+    fn generation(&self) -> u64;
+    /// Asks the `n`-th source, in order of preference, where the master is.
+    fn ask(&self, n: usize) -> Located<'_>;
+    /// A connect reached `host:port` and confirmed with `ROLE` that it is the master.
+    fn confirmed(&self, host: &str, port: u16);
+    /// A connection of `generation` found its node gone or demoted (a connection error,
+    /// READONLY): the others of that generation must look again.
+    fn lost(&self, generation: u64);
+}
+
 /// Where and how to connect; built once per target (or node) from the configuration.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -64,6 +84,11 @@ pub struct Endpoint {
     /// Sent as `CLIENT SETNAME`, so operators can find us in `CLIENT LIST`.
     pub client_name: String,
     pub connect_timeout: Duration,
+    /// When set, `host` and `port` are only a template: every connect asks this where to go
+    /// and confirms with `ROLE` that the node it reached is a master.
+    pub locator: Option<Arc<dyn Locate>>,
+    /// Verify TLS against the located host (no `tls.server_name` was configured).
+    pub tls_name_from_host: bool,
 }
 
 impl Endpoint {
@@ -90,6 +115,8 @@ impl Endpoint {
             resp3: false,
             client_name,
             connect_timeout,
+            locator: None,
+            tls_name_from_host: false,
         }
     }
 
@@ -136,6 +163,12 @@ pub enum ConnError {
     OutOfStep(&'static str),
     #[error("cannot read the password: {0}")]
     Password(io::Error),
+    /// A located node answered `ROLE` as a replica: the sentinel that named it is stale.
+    #[error("{0} is not a master")]
+    NotMaster(String),
+    /// No source knows the master (a sentinel answered nil for the name).
+    #[error("no master known under this name")]
+    NoMaster,
 }
 
 impl ConnError {
@@ -148,6 +181,9 @@ impl ConnError {
             ConnError::Redis(e) => classify_redis(e),
             ConnError::Unexpected(_) | ConnError::OutOfStep(_) => ResultKind::Error,
             ConnError::Password(_) => ResultKind::Auth,
+            // What the replica would answer to a write.
+            ConnError::NotMaster(_) => ResultKind::Readonly,
+            ConnError::NoMaster => ResultKind::Masterdown,
         }
     }
 
@@ -271,6 +307,8 @@ pub struct Conn {
     read_at_reply: u64,
     /// Shared so that every operation can say who served it without copying strings.
     pub backend: Arc<Identity>,
+    /// The locator this connection was located by, and its generation then.
+    located: Option<(Arc<dyn Locate>, u64)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -314,56 +352,77 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
 }
 
 impl Conn {
-    /// Resolves, connects, authenticates and identifies the backend, all within
+    /// Connects, authenticates and identifies the backend, all within `connect_timeout`. A
+    /// located endpoint first asks its locator where to go (each source, and the connect to
+    /// the node it names, within their own deadlines), and tries the next source when the
+    /// node is unreachable or not a master.
+    pub async fn open(ep: &Endpoint) -> Result<Conn, ConnError> {
+        let Some(locator) = &ep.locator else {
+            return Self::open_at(ep, &ep.host, ep.port).await;
+        };
+        let mut tried: Vec<(String, u16)> = Vec::new();
+        let mut last = None;
+        for n in 0.. {
+            let (host, port) = match locator.ask(n).await {
+                None => break,
+                Some(Err(e)) => {
+                    last = Some(e);
+                    continue;
+                }
+                Some(Ok(addr)) if tried.contains(&addr) => continue,
+                Some(Ok(addr)) => addr,
+            };
+            match Self::open_at(ep, &host, port).await {
+                Ok(mut conn) => {
+                    locator.confirmed(&host, port);
+                    // After `confirmed`: a new master found here bumps the generation, and
+                    // this connection belongs to the new one.
+                    conn.located = Some((locator.clone(), locator.generation()));
+                    return Ok(conn);
+                }
+                Err(e) => last = Some(e),
+            }
+            tried.push((host, port));
+        }
+        Err(last.unwrap_or(ConnError::NoMaster))
+    }
+
+    /// Whether the topology moved on since this connection was located: it must be dropped
+    /// and located again before it is used.
+    pub fn is_outdated(&self) -> bool {
+        self.located
+            .as_ref()
+            .is_some_and(|(locator, generation)| locator.generation() != *generation)
+    }
+
+    /// This connection found its node gone or demoted: the others located with it must look
+    /// again too (a no-op for a fixed endpoint).
+    pub fn lost(&self) {
+        if let Some((locator, generation)) = &self.located {
+            locator.lost(*generation);
+        }
+    }
+
+    /// Resolves, connects, authenticates and identifies the node at `host:port`, all within
     /// `connect_timeout`. A lookup that does not finish in that time is a `dns` failure
     /// (the server was never reached), the rest a `timeout`.
-    pub async fn open(ep: &Endpoint) -> Result<Conn, ConnError> {
+    async fn open_at(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
         let deadline = tokio::time::Instant::now() + ep.connect_timeout;
         // DNS is resolved on every connect: a rescheduled pod gets a new address.
-        let addrs = match tokio::time::timeout_at(deadline, resolve(&ep.host, ep.port)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(ConnError::Dns {
-                    host: ep.host.clone(),
-                    reason: format!(
-                        "the lookup did not finish within connect_timeout ({:?})",
-                        ep.connect_timeout
-                    ),
-                });
-            }
-        };
-        match tokio::time::timeout_at(deadline, Self::open_inner(ep, addrs)).await {
+        let addrs = resolve_until(host, port, deadline, ep.connect_timeout).await?;
+        match tokio::time::timeout_at(deadline, Self::open_inner(ep, host, addrs)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout),
         }
     }
 
-    async fn open_inner(ep: &Endpoint, addrs: Vec<SocketAddr>) -> Result<Conn, ConnError> {
+    async fn open_inner(
+        ep: &Endpoint,
+        host: &str,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Conn, ConnError> {
         let password = ep.password().await.map_err(ConnError::Password)?;
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match tcp {
-            Some(t) => t,
-            None => {
-                return Err(ConnError::Io(
-                    last.unwrap_or_else(|| io::Error::other("no address")),
-                ));
-            }
-        };
-        tcp.set_nodelay(true)?;
-        let io: Box<dyn Stream> = match &ep.tls {
-            Some(tls) => Box::new(tls.connector.connect(tls.server_name.clone(), tcp).await?),
-            None => Box::new(tcp),
-        };
+        let io = open_stream(ep, host, addrs).await?;
         let budget = Arc::new(Budget::default());
         let limit = Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT));
         let bounded = Bounded {
@@ -386,6 +445,7 @@ impl Conn {
             limit,
             read_at_reply: 0,
             backend: Arc::default(),
+            located: None,
         };
         let identity = conn.handshake(ep, password.as_ref()).await?;
         conn.backend = Arc::new(identity);
@@ -432,6 +492,10 @@ impl Conn {
         expect.push("INFO replication");
         pipe.cmd("CLIENT").arg("INFO");
         expect.push("CLIENT INFO");
+        if ep.locator.is_some() {
+            pipe.cmd("ROLE");
+            expect.push("ROLE");
+        }
 
         self.arm(HANDSHAKE_REPLY_LIMIT);
         let replies = {
@@ -442,6 +506,7 @@ impl Conn {
             return Err(ConnError::Unexpected("the handshake"));
         }
         let mut identity = Identity::default();
+        let mut role_master = None;
         for (what, reply) in expect.into_iter().zip(replies) {
             match (what, reply) {
                 ("AUTH" | "SELECT" | "HELLO", Value::ServerError(e)) => {
@@ -469,9 +534,17 @@ impl Conn {
                         identity.absorb_client_info(&text);
                     }
                 }
+                ("ROLE", Value::Array(items)) => {
+                    role_master =
+                        Some(items.first().and_then(text_of).as_deref() == Some("master"));
+                }
                 // An ACL may forbid SETNAME: it does not matter.
                 _ => {}
             }
+        }
+        // A node that may not run ROLE (an ACL without +role) still says its role in INFO.
+        if ep.locator.is_some() && !role_master.unwrap_or(identity.role == "master") {
+            return Err(ConnError::NotMaster(identity.addr.clone()));
         }
         Ok(identity)
     }
@@ -523,7 +596,9 @@ impl Conn {
     pub async fn in_step(&mut self) -> bool {
         poll_once(&mut self.driver).await;
         let read = self.budget.read.load(Ordering::Relaxed);
-        let in_step = self.driver.is_some() && read == self.read_at_reply;
+        // A connection the peer closed is not out of step: the next command on it fails
+        // with a reset, as it would for any client, and is counted as one.
+        let in_step = read == self.read_at_reply;
         self.read_at_reply = read;
         in_step
     }
@@ -531,6 +606,131 @@ impl Conn {
     /// Closes: the socket goes with the connection.
     pub async fn close(self, _timeout: Duration) {
         drop(self);
+    }
+}
+
+/// Resolves `host` (on every connect: a rescheduled pod gets a new address) and opens TCP,
+/// then TLS when the endpoint says so.
+/// Resolves `host` by `deadline`: a lookup that does not finish in time is a `dns` failure.
+async fn resolve_until(
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+    connect_timeout: Duration,
+) -> Result<Vec<SocketAddr>, ConnError> {
+    match tokio::time::timeout_at(deadline, resolve(host, port)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnError::Dns {
+            host: host.to_string(),
+            reason: format!(
+                "the lookup did not finish within connect_timeout ({connect_timeout:?})"
+            ),
+        }),
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, then TLS when the endpoint wants it.
+async fn open_stream(
+    ep: &Endpoint,
+    host: &str,
+    addrs: Vec<SocketAddr>,
+) -> Result<Box<dyn Stream>, ConnError> {
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = match tcp {
+        Some(t) => t,
+        None => {
+            return Err(ConnError::Io(
+                last.unwrap_or_else(|| io::Error::other("no address")),
+            ));
+        }
+    };
+    tcp.set_nodelay(true)?;
+    let io: Box<dyn Stream> = match &ep.tls {
+        Some(tls) => {
+            let name = match ep.tls_name_from_host {
+                true => tokio_rustls::rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                false => tls.server_name.clone(),
+            };
+            Box::new(tls.connector.connect(name, tcp).await?)
+        }
+        None => Box::new(tcp),
+    };
+    Ok(io)
+}
+
+/// Most bytes one pub/sub message may take: a `+switch-master` message is a few dozen.
+const MESSAGE_LIMIT: usize = MIN_REPLY_LIMIT;
+
+/// A pub/sub connection (a sentinel's `+switch-master` channel), on the `redis` crate's
+/// RESP2 `PubSub` over a stream the canary opened, with a byte budget re-armed for every
+/// message.
+pub struct Subscription {
+    stream: redis::aio::PubSubStream,
+    _sink: redis::aio::PubSubSink,
+    budget: Arc<Budget>,
+}
+
+impl Subscription {
+    /// Connects to `ep` (its credentials; `AUTH` sent by the crate), subscribes to
+    /// `channel`, all within `connect_timeout`.
+    pub async fn open(ep: &Endpoint, channel: &str) -> Result<Subscription, ConnError> {
+        let deadline = tokio::time::Instant::now() + ep.connect_timeout;
+        let open = async {
+            let password = ep.password().await.map_err(ConnError::Password)?;
+            let addrs = resolve_until(&ep.host, ep.port, deadline, ep.connect_timeout).await?;
+            let io = open_stream(ep, &ep.host, addrs).await?;
+            let budget = Arc::new(Budget::default());
+            budget.left.store(HANDSHAKE_REPLY_LIMIT, Ordering::Relaxed);
+            let bounded = Bounded {
+                inner: io,
+                budget: budget.clone(),
+                limit: Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT)),
+            };
+            let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
+            if let Some(pw) = &password {
+                info = info.set_password(pw.expose());
+                if let Some(user) = &ep.username {
+                    info = info.set_username(user);
+                }
+            }
+            let pubsub = redis::aio::PubSub::new(&info, bounded).await?;
+            let (mut sink, stream) = pubsub.split();
+            sink.subscribe(channel).await?;
+            budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
+            Ok(Subscription {
+                stream,
+                _sink: sink,
+                budget,
+            })
+        };
+        match tokio::time::timeout_at(deadline, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+
+    /// The payload of the next message; `None` once the connection ended (or a message
+    /// outgrew its budget).
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        use futures_core::Stream as _;
+        let msg = std::future::poll_fn(|cx| Pin::new(&mut self.stream).poll_next(cx)).await?;
+        self.budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
+        Some(msg.get_payload_bytes().to_vec())
     }
 }
 

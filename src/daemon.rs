@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
-use crate::config::{Config, Rate};
+use crate::config::{Config, Mode, Rate};
 use crate::conn::Endpoint;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -19,6 +19,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
+use crate::topology::sentinel::Sentinel;
 use crate::workload::run_nodes;
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
@@ -47,6 +48,21 @@ pub fn prepare(
     with_stats: bool,
     tracing: Option<Arc<Tracing>>,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
+    let prepared = prepare_with_topology(config, clock, metrics, with_stats, tracing)?;
+    Ok(prepared.into_iter().map(|(t, _)| t).collect())
+}
+
+/// A target's state and, for a sentinel target, its sentinel side to follow.
+type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>);
+
+/// Like [`prepare`], with the sentinel side of each sentinel target, to follow.
+fn prepare_with_topology(
+    config: &Config,
+    clock: Clock,
+    metrics: &Metrics,
+    with_stats: bool,
+    tracing: Option<Arc<Tracing>>,
+) -> Result<Vec<Prepared>, StartError> {
     let shared = Shared {
         instance: &config.instance,
         clock,
@@ -85,9 +101,41 @@ pub fn prepare(
                 ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
                 Ok(ep)
             };
-            let endpoint = endpoint_for(&t.url)?;
+            let mut endpoint = endpoint_for(&t.url)?;
+            let sentinel = match &t.mode {
+                Mode::Standalone => None,
+                Mode::Sentinel(st) => {
+                    // The sentinels' own credentials; RESP2 (their pub/sub is RESP2 too).
+                    let sentinels = st
+                        .sentinels
+                        .iter()
+                        .map(|url| {
+                            Ok(Endpoint::new(
+                                url,
+                                st.username.as_deref(),
+                                &st.password,
+                                tls_for(url)?,
+                                client_name.clone(),
+                                s.connect_timeout,
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, StartError>>()?;
+                    let sentinel = Sentinel::new(
+                        &t.name,
+                        &st.master_name,
+                        sentinels,
+                        metrics,
+                        s.response_timeout,
+                        st.refresh,
+                    );
+                    endpoint.locator = Some(sentinel.clone());
+                    endpoint.tls_name_from_host =
+                        s.tls.as_ref().is_none_or(|x| x.server_name.is_none());
+                    Some(sentinel)
+                }
+            };
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
-            Ok(Arc::new(TargetState::new(t, &shared, endpoint, nodes)))
+            Ok((Arc::new(TargetState::new(t, &shared, endpoint, nodes)), sentinel))
         })
         .collect()
 }
@@ -111,7 +159,9 @@ pub async fn run(
         message: e.to_string(),
     })?
     .map(Arc::new);
-    let targets = prepare(config, clock, &metrics, with_stats, tracing.clone())?;
+    let prepared = prepare_with_topology(config, clock, &metrics, with_stats, tracing.clone())?;
+    let sentinels: Vec<Arc<Sentinel>> = prepared.iter().filter_map(|(_, s)| s.clone()).collect();
+    let targets: Vec<Arc<TargetState>> = prepared.into_iter().map(|(t, _)| t).collect();
     let probing = |t: &TargetState| !t.settings.connect_probe_interval.is_zero();
     let loops_expected = targets.iter().map(|t| 2 + usize::from(probing(t))).sum();
     let state = Arc::new(AppState {
@@ -163,6 +213,9 @@ pub async fn run(
         if !t.nodes.is_empty() {
             loops.push(tokio::spawn(run_nodes(t.clone(), shutdown.clone())));
         }
+    }
+    for s in sentinels {
+        loops.push(tokio::spawn(s.follow(shutdown.clone())));
     }
     let maintenance = {
         let (targets, mut sd) = (targets.clone(), shutdown.clone());

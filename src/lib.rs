@@ -8,6 +8,8 @@
 //! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops),
 //!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
 //!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
+//! - topology: [`topology`] (where a connect goes when the endpoint is not one address:
+//!   Sentinel discovery, `+switch-master` following).
 //! - per target: [`target`] (its state, as data), [`schedule`] (timetables, the pending
 //!   set, skipped ticks, drain), [`workload`] (what a write, read, probe, node follower and
 //!   cleanup send and how each reply is judged).
@@ -49,4 +51,5 @@ pub mod stats;
 pub mod target;
 pub mod telemetry;
 pub mod tls;
+pub mod topology;
 pub mod workload;

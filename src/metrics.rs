@@ -115,6 +115,13 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// One sentinel of a sentinel target: `sentinel` is host:port, never credentials.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SentinelLabels {
+    pub target: String,
+    pub sentinel: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -170,6 +177,9 @@ pub struct Metrics {
     node_up: Family<NodeLabels, Gauge>,
     replication_delay: HistogramFamily<NodeLabels>,
     replication_timeouts: Family<NodeLabels, Counter>,
+    sentinel_up: Family<SentinelLabels, Gauge>,
+    sentinel_master_switches: Family<TargetLabels, Counter>,
+    sentinel_masters: Family<TargetLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -207,6 +217,9 @@ impl Metrics {
             node_up: Family::default(),
             replication_delay: Family::new_with_constructor(latency_histogram),
             replication_timeouts: Family::default(),
+            sentinel_up: Family::default(),
+            sentinel_master_switches: Family::default(),
+            sentinel_masters: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -323,6 +336,21 @@ impl Metrics {
             m.replication_timeouts.clone(),
         );
         r.register(
+            "sentinel_up",
+            "1 while the sentinel answers (sentinel targets, DESIGN §12.1)",
+            m.sentinel_up.clone(),
+        );
+        r.register(
+            "sentinel_master_switches",
+            "Changes of the master of a sentinel target: a +switch-master message, or a new master found by a connect or a refresh",
+            m.sentinel_master_switches.clone(),
+        );
+        r.register(
+            "sentinel_masters",
+            "Distinct master addresses the reachable sentinels name: 1 when they agree, more is a split view",
+            m.sentinel_masters.clone(),
+        );
+        r.register(
             "build",
             "Version and revision of this binary",
             Info::new(BuildLabels {
@@ -424,6 +452,27 @@ impl Metrics {
         }
     }
 
+    /// Creates the sentinel series of a sentinel target at 0 (one `sentinel_up` per
+    /// host:port in `sentinels`) and returns their handles.
+    pub fn sentinel(&self, target: &str, sentinels: &[String]) -> SentinelMetrics {
+        let tl = TargetLabels {
+            target: target.to_string(),
+        };
+        SentinelMetrics {
+            up: sentinels
+                .iter()
+                .map(|s| {
+                    self.sentinel_up.get_or_create_owned(&SentinelLabels {
+                        target: target.to_string(),
+                        sentinel: s.clone(),
+                    })
+                })
+                .collect(),
+            master_switches: self.sentinel_master_switches.get_or_create_owned(&tl),
+            masters: self.sentinel_masters.get_or_create_owned(&tl),
+        }
+    }
+
     /// The exposition in OpenMetrics text.
     pub fn encode_openmetrics(&self) -> String {
         let mut out = String::with_capacity(64 * 1024);
@@ -468,6 +517,14 @@ impl KindMetrics {
     pub fn connect(&self, r: ResultKind) -> &Counter {
         &self.connects[r as usize]
     }
+}
+
+/// Handles for the sentinel side of one sentinel target.
+pub struct SentinelMetrics {
+    /// By sentinel, in configuration order.
+    pub up: Vec<Gauge>,
+    pub master_switches: Counter,
+    pub masters: Gauge,
 }
 
 /// Handles for one target.
@@ -572,6 +629,22 @@ mod tests {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
         assert!(!text.contains(r#"op="write",verdict"#));
+    }
+
+    #[test]
+    fn the_sentinel_series_of_a_sentinel_target_exist_at_zero() {
+        let m = Metrics::new();
+        let s = m.sentinel("c", &["10.0.0.1:26379".into(), "10.0.0.2:26379".into()]);
+        s.up[1].set(1);
+        let text = m.encode_openmetrics();
+        for line in [
+            r#"redis_canary_sentinel_up{target="c",sentinel="10.0.0.1:26379"} 0"#,
+            r#"redis_canary_sentinel_up{target="c",sentinel="10.0.0.2:26379"} 1"#,
+            r#"redis_canary_sentinel_master_switches_total{target="c"} 0"#,
+            r#"redis_canary_sentinel_masters{target="c"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
     }
 
     #[test]

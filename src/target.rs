@@ -112,7 +112,18 @@ impl TargetState {
         }
         TargetState {
             name: target.name.clone(),
-            url_display: target.url.to_string(),
+            url_display: match &target.mode {
+                crate::config::Mode::Standalone => target.url.to_string(),
+                crate::config::Mode::Sentinel(s) => format!(
+                    "sentinel {} via {}",
+                    s.master_name,
+                    s.sentinels
+                        .iter()
+                        .map(|u| u.host_port())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
             settings: s.clone(),
             endpoint,
             nodes,

@@ -9,12 +9,13 @@ use figment::Figment;
 use figment::value::{Dict, Value};
 
 use super::problems::{ConfigProblem, quote};
+use super::sentinel::{ModeKind, SentinelLayer, data_url};
 use super::settings::SettingsLayer;
 use super::settings::SloLayer;
 use super::url::ParsedUrl;
 use super::{
-    Config, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, LogFormat, PasswordSource, SETTINGS_KEYS, Settings,
-    Slo, TARGET_KEYS, TELEMETRY_KEYS, TOP_LEVEL_KEYS, Target, Telemetry,
+    Config, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, LogFormat, Mode, PasswordSource, SETTINGS_KEYS,
+    Settings, Slo, TARGET_KEYS, TELEMETRY_KEYS, TOP_LEVEL_KEYS, Target, Telemetry,
 };
 use crate::secret::Secret;
 
@@ -317,6 +318,9 @@ impl Checker<'_> {
         let mut key_prefix: Option<(&str, &Value)> = None;
         let mut settings = SettingsLayer::default();
         let mut slo = SloLayer::default();
+        let mut mode = ModeKind::default();
+        let mut sentinel = SentinelLayer::default();
+        let mut nodes_auto: Option<(String, &Value)> = None;
 
         let before = self.problems.len();
         for (key, value) in dict {
@@ -332,6 +336,7 @@ impl Checker<'_> {
                     }
                 }
                 "url" => url = self.url(&at, value),
+                "mode" => mode = self.mode(&at, value).unwrap_or(mode),
                 "username" => {
                     username = self.non_empty_text(&at, value).map(|text| (text, value));
                 }
@@ -367,7 +372,8 @@ impl Checker<'_> {
                             }
                         }
                     }
-                    _ => self.report(&at, value, "expected an array of urls"),
+                    Value::String(_, text) if text == "auto" => nodes_auto = Some((at, value)),
+                    _ => self.report(&at, value, "expected an array of urls, or \"auto\""),
                 },
                 "key_prefix" => key_prefix = self.text(&at, value).map(|text| (text, value)),
                 "slo" => {
@@ -376,20 +382,66 @@ impl Checker<'_> {
                     }
                 }
                 _ => {
-                    if !self.settings_key(&mut settings, path, key, value) {
+                    if !self.sentinel_key(&mut sentinel, path, key, value)
+                        && !self.settings_key(&mut settings, path, key, value)
+                    {
                         self.unknown(&at, value, &[TARGET_KEYS, SETTINGS_KEYS]);
                     }
                 }
             }
         }
-        for required in ["name", "url"] {
-            if !dict.contains_key(required) {
-                self.problems.push(ConfigProblem::new(
-                    child(path, required),
-                    "",
-                    "missing: every target needs a name and a url",
-                ));
+        if !dict.contains_key("name") {
+            self.problems.push(ConfigProblem::new(
+                child(path, "name"),
+                "",
+                "missing: every target needs a name and a url",
+            ));
+        }
+        let mode = match mode {
+            ModeKind::Standalone => {
+                if !dict.contains_key("url") {
+                    self.problems.push(ConfigProblem::new(
+                        child(path, "url"),
+                        "",
+                        "missing: every target needs a name and a url",
+                    ));
+                }
+                self.no_sentinel_keys(&sentinel);
+                if let Some((at, value)) = &nodes_auto {
+                    self.report(
+                        at,
+                        value,
+                        "\"auto\" is only for mode = \"sentinel\": list the nodes",
+                    );
+                }
+                Some(Mode::Standalone)
             }
+            ModeKind::Sentinel => {
+                if let Some(value) = dict.get("url") {
+                    self.report(
+                        &child(path, "url"),
+                        value,
+                        "a sentinel target finds its master through the sentinels: remove url",
+                    );
+                }
+                // The contract's key, refused until the replicas Sentinel lists are followed:
+                // accepting it would silently follow nothing.
+                if let Some((at, value)) = &nodes_auto {
+                    self.report(
+                        at,
+                        value,
+                        "nodes = \"auto\" is not supported yet: list the replicas (nodes = [\"redis://host:port\", ...])",
+                    );
+                }
+                self.sentinel_target(path, sentinel, nodes_auto.is_some())
+                    .map(Mode::Sentinel)
+            }
+        };
+        if let Some(Mode::Sentinel(s)) = &mode {
+            url = Some(ParsedUrl {
+                url: data_url(s),
+                db_given: false,
+            });
         }
 
         // Credentials: the URL's and the keys' must agree, with at most one password source.
@@ -463,10 +515,11 @@ impl Checker<'_> {
         let slo = slo.over(default_slo);
         let valid = self.problems.len() == before;
 
-        let target = match (valid, &name, url, &key_prefix) {
-            (true, Some(name), Some(url), Some(key_prefix)) => Some(Target {
+        let target = match (valid, &name, url, &key_prefix, mode) {
+            (true, Some(name), Some(url), Some(key_prefix), Some(mode)) => Some(Target {
                 name: name.clone(),
                 url: url.url,
+                mode,
                 username,
                 password,
                 nodes: node_urls,

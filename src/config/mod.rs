@@ -14,6 +14,7 @@ mod check;
 mod layers;
 mod print;
 mod problems;
+mod sentinel;
 mod settings;
 mod url;
 mod values;
@@ -100,7 +101,33 @@ const TARGET_KEYS: &[&str] = &[
     "nodes",
     "key_prefix",
     "slo",
+    "mode",
+    "sentinels",
+    "master_name",
+    "sentinel_username",
+    "sentinel_password",
+    "sentinel_password_file",
+    "sentinel_password_env",
+    "sentinel_refresh",
 ];
+
+/// Keys of a `[[targets]]` entry that only `mode = "sentinel"` takes (DESIGN §12.1).
+const SENTINEL_KEYS: &[&str] = &[
+    "sentinels",
+    "master_name",
+    "sentinel_username",
+    "sentinel_password",
+    "sentinel_password_file",
+    "sentinel_password_env",
+    "sentinel_refresh",
+];
+
+/// Port of a sentinel URL that names none: Sentinel's own default.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
+
+/// Default `sentinel_refresh` (DESIGN §12.1): how often every sentinel is asked again, in
+/// case a `+switch-master` message was missed.
+pub const DEFAULT_SENTINEL_REFRESH: Duration = Duration::from_secs(10);
 
 /// Keys of a `retry` table.
 const RETRY_KEYS: &[&str] = &["max_retries", "base", "max"];
@@ -184,8 +211,13 @@ impl Default for Telemetry {
 pub struct Target {
     /// The `target` label: `[a-z0-9_-]{1,63}`, unique.
     pub name: String,
-    /// The endpoint (a proxy, a load balancer or a node).
+    /// The endpoint (a proxy, a load balancer or a node). For a sentinel target, the data
+    /// nodes' template: host `master_name`, port 0 (both replaced by the master the
+    /// sentinels name on every connect), no credentials in it, database 0, TLS when the
+    /// sentinels are `rediss://`.
     pub url: RedisUrl,
+    /// How the endpoint is found (DESIGN §12): given, or asked of sentinels.
+    pub mode: Mode,
     /// ACL user, from `username` or the URL.
     pub username: Option<String>,
     /// Where the password comes from (a password in the URL is [`PasswordSource::Inline`]).
@@ -200,6 +232,34 @@ pub struct Target {
     pub settings: Settings,
     /// SLO thresholds: `[slo]` with this target's overrides applied.
     pub slo: Slo,
+}
+
+/// How a target's endpoint is found (DESIGN §12): `mode = "standalone" | "sentinel"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// The URL is the endpoint, whatever stands behind it.
+    Standalone,
+    /// The master is asked of sentinels on every connect and followed (DESIGN §12.1).
+    Sentinel(SentinelTarget),
+}
+
+/// The sentinel side of a `mode = "sentinel"` target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelTarget {
+    /// The sentinels, asked in turn; never empty, all `redis://` or all `rediss://`. A URL
+    /// without a port means 26379.
+    pub sentinels: Vec<RedisUrl>,
+    /// The name the sentinels monitor the master under.
+    pub master_name: String,
+    /// The sentinels' own ACL user (`sentinel_username`, or the user in their URLs).
+    pub username: Option<String>,
+    /// The sentinels' own password (`sentinel_password*`, or the password in a URL).
+    pub password: PasswordSource,
+    /// How often every sentinel is asked again (`sentinel_refresh`).
+    pub refresh: Duration,
+    /// `nodes = "auto"`: follow every replica the sentinels list. Not supported yet (the
+    /// checks refuse it), so always false in a loaded configuration.
+    pub nodes_auto: bool,
 }
 
 /// A parsed `redis://[user:password@]host[:port][/db]` or `rediss://` URL.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::problems::escape_controls;
-use super::{Config, LogFormat, PasswordSource, Protocol, Rate, Settings, Slo, Target};
+use super::{Config, LogFormat, Mode, PasswordSource, Protocol, Rate, Settings, Slo, Target};
 use crate::secret::MASK;
 
 impl Serialize for Rate {
@@ -54,7 +54,11 @@ struct TelemetryView<'a> {
 #[derive(Serialize)]
 struct TargetView<'a> {
     name: &'a str,
-    url: String,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(flatten)]
+    sentinel: Option<SentinelView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,11 +67,51 @@ struct TargetView<'a> {
     password_file: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     password_env: Option<&'a str>,
-    nodes: Vec<String>,
+    nodes: NodesView,
     key_prefix: &'a str,
     #[serde(flatten)]
     settings: &'a Settings,
     slo: &'a Slo,
+}
+
+/// `nodes`: a list, or `"auto"` (sentinel targets).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NodesView {
+    List(Vec<String>),
+    Auto(&'static str),
+}
+
+/// The sentinel keys of a `mode = "sentinel"` target, secrets masked.
+#[derive(Serialize)]
+struct SentinelView<'a> {
+    sentinels: Vec<String>,
+    master_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_password: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_password_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinel_password_env: Option<&'a str>,
+    #[serde(serialize_with = "serialize_duration")]
+    sentinel_refresh: &'a Duration,
+}
+
+/// A password source as the three keys that name it, the inline one masked. `in_url`: a
+/// password given in a URL is masked there already and not repeated.
+fn password_keys(
+    source: &PasswordSource,
+    in_url: bool,
+) -> (Option<&'static str>, Option<&Path>, Option<&str>) {
+    match source {
+        PasswordSource::Inline(_) if in_url => (None, None, None),
+        PasswordSource::Inline(_) => (Some(MASK), None, None),
+        PasswordSource::File(path) => (None, Some(path.as_path()), None),
+        PasswordSource::Env(name) => (None, None, Some(name.as_str())),
+        PasswordSource::None => (None, None, None),
+    }
 }
 
 impl Config {
@@ -103,22 +147,41 @@ impl Config {
 
 impl<'a> From<&'a Target> for TargetView<'a> {
     fn from(target: &'a Target) -> Self {
-        let (password, password_file, password_env) = match &target.password {
-            // A password from the URL is already masked in the URL.
-            PasswordSource::Inline(_) if target.url.password.is_some() => (None, None, None),
-            PasswordSource::Inline(_) => (Some(MASK), None, None),
-            PasswordSource::File(path) => (None, Some(path.as_path()), None),
-            PasswordSource::Env(name) => (None, None, Some(name.as_str())),
-            PasswordSource::None => (None, None, None),
+        // A password from the URL is already masked in the URL.
+        let (password, password_file, password_env) =
+            password_keys(&target.password, target.url.password.is_some());
+        let (mode, url, sentinel, nodes_auto) = match &target.mode {
+            Mode::Standalone => ("standalone", Some(target.url.to_string()), None, false),
+            Mode::Sentinel(s) => {
+                let in_url = s.sentinels.iter().any(|u| u.password.is_some());
+                let (sentinel_password, sentinel_password_file, sentinel_password_env) =
+                    password_keys(&s.password, in_url);
+                let view = SentinelView {
+                    sentinels: s.sentinels.iter().map(ToString::to_string).collect(),
+                    master_name: &s.master_name,
+                    sentinel_username: s.username.as_deref(),
+                    sentinel_password,
+                    sentinel_password_file,
+                    sentinel_password_env,
+                    sentinel_refresh: &s.refresh,
+                };
+                ("sentinel", None, Some(view), s.nodes_auto)
+            }
         };
         Self {
             name: &target.name,
-            url: target.url.to_string(),
+            mode,
+            url,
+            sentinel,
             username: target.username.as_deref(),
             password,
             password_file,
             password_env,
-            nodes: target.nodes.iter().map(ToString::to_string).collect(),
+            nodes: if nodes_auto {
+                NodesView::Auto("auto")
+            } else {
+                NodesView::List(target.nodes.iter().map(ToString::to_string).collect())
+            },
             key_prefix: &target.key_prefix,
             settings: &target.settings,
             slo: &target.slo,

@@ -510,3 +510,126 @@ async fn password_files_resolve_asynchronously_like_the_sync_way() {
     assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     assert!(missing.to_string().contains("password_file"), "{missing}");
 }
+
+// --- mode = "sentinel" (DESIGN §12.1) ---------------------------------------------------
+
+const SENTINEL_TARGET: &str = r#"
+[[targets]]
+name = "cache"
+mode = "sentinel"
+sentinels = ["redis://s0:26380", "redis://s1"]
+master_name = "mymaster"
+password = "data-pw"
+sentinel_password_env = "SENTINEL_PW"
+sentinel_refresh = "2s"
+nodes = ["redis://r1:6379"]
+"#;
+
+#[test]
+fn a_sentinel_target_loads_with_its_sentinels_and_defaults_port_26379() {
+    let config = load_toml(SENTINEL_TARGET, &[]).expect("valid");
+    let t = &config.targets[0];
+    let Mode::Sentinel(s) = &t.mode else {
+        panic!("sentinel mode expected: {:?}", t.mode)
+    };
+    assert_eq!(s.master_name, "mymaster");
+    let ports: Vec<u16> = s.sentinels.iter().map(|u| u.port).collect();
+    assert_eq!(ports, [26380, DEFAULT_SENTINEL_PORT]);
+    assert_eq!(s.password, PasswordSource::Env("SENTINEL_PW".into()));
+    assert_eq!(s.refresh, Duration::from_secs(2));
+    assert!(!s.nodes_auto);
+    assert_eq!(t.nodes.len(), 1);
+    assert_eq!(t.password, PasswordSource::Inline(Secret::new("data-pw")));
+    assert!(!t.url.tls);
+}
+
+#[test]
+fn nodes_auto_is_refused_as_not_supported_yet() {
+    let toml = SENTINEL_TARGET.replace("nodes = [\"redis://r1:6379\"]", "nodes = \"auto\"");
+    let problems = problems(&toml);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "targets[0].nodes");
+    assert!(problems[0].message.contains("not supported yet"));
+}
+
+#[test]
+fn a_standalone_target_is_unchanged_and_says_so() {
+    let config = load_toml(ONE_TARGET, &[]).expect("valid");
+    assert_eq!(config.targets[0].mode, Mode::Standalone);
+    assert!(config.to_masked_toml().contains("mode = \"standalone\""));
+}
+
+#[test]
+fn every_problem_of_a_sentinel_target_is_reported_at_once_naming_its_key() {
+    let problems = problems(
+        r#"
+[[targets]]
+name = "a"
+mode = "sentinel"
+url = "redis://h:6379"
+sentinel_password = "x"
+sentinels = ["redis://:other@s0:26379"]
+
+[[targets]]
+name = "b"
+mode = "sentinel"
+sentinels = ["redis://alice@s0:26379"]
+master_name = "m"
+sentinel_username = "bob"
+
+[[targets]]
+name = "c"
+url = "redis://h:6379"
+master_name = "m"
+nodes = "auto"
+
+[[targets]]
+name = "d"
+mode = "cluster"
+url = "redis://h:6379"
+"#,
+    );
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "targets[0].url",
+        "targets[0].master_name",
+        "targets[0].sentinel_password",
+        "targets[1].sentinel_username",
+        "targets[2].master_name",
+        "targets[2].nodes",
+        "targets[3].mode",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+    }
+    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
+    assert!(!text.contains("other"), "a password leaked: {text}");
+    assert!(text.contains("not supported yet"), "{text}");
+}
+
+#[test]
+fn a_sentinel_target_prints_masked_and_loads_back() {
+    let toml = SENTINEL_TARGET.replace(
+        "sentinel_password_env = \"SENTINEL_PW\"",
+        "sentinel_password = \"s3cret\"",
+    );
+    let config = load_toml(&toml, &[]).expect("valid");
+    let printed = config.to_masked_toml();
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(!printed.contains("url ="), "{printed}");
+    for line in [
+        "mode = \"sentinel\"",
+        "master_name = \"mymaster\"",
+        "sentinel_password = \"****\"",
+        "sentinel_refresh = \"2s\"",
+    ] {
+        assert!(printed.contains(line), "{line} missing:\n{printed}");
+    }
+    let again = load_toml(&printed, &[]).expect("the printed config loads back");
+    assert_eq!(again.targets[0].mode.clone(), {
+        let mut mode = config.targets[0].mode.clone();
+        if let Mode::Sentinel(s) = &mut mode {
+            s.password = PasswordSource::Inline(Secret::new("****"));
+        }
+        mode
+    });
+}

@@ -20,6 +20,7 @@ pub mod hostile;
 pub mod http;
 pub mod ports;
 pub mod redis;
+pub mod sentinel;
 pub mod topology;
 
 use std::collections::BTreeMap;

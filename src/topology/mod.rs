@@ -1,0 +1,5 @@
+//! Topologies (DESIGN §12): which node an operation goes to when the endpoint is not one
+//! fixed address. `standalone` needs nothing here (the URL is the endpoint); [`sentinel`]
+//! asks sentinels for the master on every connect and follows their `+switch-master`.
+
+pub mod sentinel;
