@@ -11,34 +11,31 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisConnectionInfo, RedisError, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+
+mod bounded;
+mod net;
+mod subscription;
+
+pub use bounded::ReplyTooLarge;
+pub use subscription::Subscription;
+
+use bounded::{Bounded, Budget};
+use net::{open_stream, resolve_until};
 
 use crate::backend::Identity;
 use crate::classify::{InternalCause, ResultKind, classify_io, classify_redis};
 use crate::config::{PasswordSource, RedisUrl};
 use crate::secret::Secret;
 use crate::tls::Tls;
-
-/// Most DNS lookups in flight in the whole process. A lookup runs `getaddrinfo` on a
-/// blocking thread that no timeout can stop; with a resolver that never answers, every
-/// connect would otherwise leave one more thread behind (514 threads were seen with 50
-/// targets). A lookup keeps its permit until `getaddrinfo` really returns, so at most this
-/// many threads can hang; connects beyond it wait for a permit under their own deadline.
-const MAX_LOOKUPS_IN_FLIGHT: usize = 16;
-
-static LOOKUPS: LazyLock<Arc<Semaphore>> =
-    LazyLock::new(|| Arc::new(Semaphore::new(MAX_LOOKUPS_IN_FLIGHT)));
 
 /// The smallest byte budget of any reply: error replies and `INFO` sections of a real server
 /// fit many times over.
@@ -221,77 +218,6 @@ impl ConnError {
     }
 }
 
-/// How many more bytes the current request may read, and how many were read in all; shared
-/// between a connection and the stream under the crate's parser.
-#[derive(Debug, Default)]
-struct Budget {
-    left: AtomicUsize,
-    read: AtomicU64,
-}
-
-/// The error a stream returns once a reply outgrows its budget.
-#[derive(Debug, thiserror::Error)]
-#[error("reply larger than {0} bytes")]
-pub struct ReplyTooLarge(pub usize);
-
-/// A stream that refuses to read past the current request's byte budget, so that whatever a
-/// server sends (an endless line, a bulk length of 500 000 000, a huge array) the parser
-/// above it never buffers more than that.
-struct Bounded<S> {
-    inner: S,
-    budget: Arc<Budget>,
-    limit: Arc<AtomicUsize>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let left = self.budget.left.load(Ordering::Relaxed);
-        if left == 0 {
-            let limit = self.limit.load(Ordering::Relaxed);
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                ReplyTooLarge(limit),
-            )));
-        }
-        let mut sub = buf.take(left);
-        let before = sub.filled().len();
-        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut sub))?;
-        let n = sub.filled().len() - before;
-        // SAFETY: `sub` is a view of `buf`'s unfilled part; the inner reader initialised and
-        // filled its first `n` bytes.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        self.budget.left.fetch_sub(n, Ordering::Relaxed);
-        self.budget.read.fetch_add(n as u64, Ordering::Relaxed);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An open, authenticated connection and who is on the other end.
@@ -316,38 +242,6 @@ impl std::fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("backend", &self.backend)
             .finish()
-    }
-}
-
-/// Resolves `host` (the caller puts its connect deadline on it), never holding more than
-/// [`MAX_LOOKUPS_IN_FLIGHT`] blocking lookups at once.
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let dns = |reason: String| ConnError::Dns {
-        host: host.to_string(),
-        reason,
-    };
-    let permit = LOOKUPS
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| dns("resolver closed".into()))?;
-    let name = host.to_string();
-    // The lookup owns its permit: when our deadline gives up on it, the permit stays taken
-    // until `getaddrinfo` returns, which is what bounds the threads a hung resolver can hold.
-    let lookup = tokio::spawn(async move {
-        let r = tokio::net::lookup_host((name.as_str(), port)).await;
-        drop(permit);
-        r.map(|addrs| addrs.collect::<Vec<_>>())
-    });
-    match lookup.await {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(dns("no addresses".into())),
-        Ok(Err(e)) => Err(dns(e.to_string())),
-        Err(_) => Err(dns("lookup task failed".into())),
     }
 }
 
@@ -606,131 +500,6 @@ impl Conn {
     /// Closes: the socket goes with the connection.
     pub async fn close(self, _timeout: Duration) {
         drop(self);
-    }
-}
-
-/// Resolves `host` (on every connect: a rescheduled pod gets a new address) and opens TCP,
-/// then TLS when the endpoint says so.
-/// Resolves `host` by `deadline`: a lookup that does not finish in time is a `dns` failure.
-async fn resolve_until(
-    host: &str,
-    port: u16,
-    deadline: tokio::time::Instant,
-    connect_timeout: Duration,
-) -> Result<Vec<SocketAddr>, ConnError> {
-    match tokio::time::timeout_at(deadline, resolve(host, port)).await {
-        Ok(r) => r,
-        Err(_) => Err(ConnError::Dns {
-            host: host.to_string(),
-            reason: format!(
-                "the lookup did not finish within connect_timeout ({connect_timeout:?})"
-            ),
-        }),
-    }
-}
-
-/// Connects to the first of `addrs` that accepts, then TLS when the endpoint wants it.
-async fn open_stream(
-    ep: &Endpoint,
-    host: &str,
-    addrs: Vec<SocketAddr>,
-) -> Result<Box<dyn Stream>, ConnError> {
-    let mut last = None;
-    let mut tcp = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let tcp = match tcp {
-        Some(t) => t,
-        None => {
-            return Err(ConnError::Io(
-                last.unwrap_or_else(|| io::Error::other("no address")),
-            ));
-        }
-    };
-    tcp.set_nodelay(true)?;
-    let io: Box<dyn Stream> = match &ep.tls {
-        Some(tls) => {
-            let name = match ep.tls_name_from_host {
-                true => tokio_rustls::rustls::pki_types::ServerName::try_from(
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string(),
-                )
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-                false => tls.server_name.clone(),
-            };
-            Box::new(tls.connector.connect(name, tcp).await?)
-        }
-        None => Box::new(tcp),
-    };
-    Ok(io)
-}
-
-/// Most bytes one pub/sub message may take: a `+switch-master` message is a few dozen.
-const MESSAGE_LIMIT: usize = MIN_REPLY_LIMIT;
-
-/// A pub/sub connection (a sentinel's `+switch-master` channel), on the `redis` crate's
-/// RESP2 `PubSub` over a stream the canary opened, with a byte budget re-armed for every
-/// message.
-pub struct Subscription {
-    stream: redis::aio::PubSubStream,
-    _sink: redis::aio::PubSubSink,
-    budget: Arc<Budget>,
-}
-
-impl Subscription {
-    /// Connects to `ep` (its credentials; `AUTH` sent by the crate), subscribes to
-    /// `channel`, all within `connect_timeout`.
-    pub async fn open(ep: &Endpoint, channel: &str) -> Result<Subscription, ConnError> {
-        let deadline = tokio::time::Instant::now() + ep.connect_timeout;
-        let open = async {
-            let password = ep.password().await.map_err(ConnError::Password)?;
-            let addrs = resolve_until(&ep.host, ep.port, deadline, ep.connect_timeout).await?;
-            let io = open_stream(ep, &ep.host, addrs).await?;
-            let budget = Arc::new(Budget::default());
-            budget.left.store(HANDSHAKE_REPLY_LIMIT, Ordering::Relaxed);
-            let bounded = Bounded {
-                inner: io,
-                budget: budget.clone(),
-                limit: Arc::new(AtomicUsize::new(HANDSHAKE_REPLY_LIMIT)),
-            };
-            let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
-            if let Some(pw) = &password {
-                info = info.set_password(pw.expose());
-                if let Some(user) = &ep.username {
-                    info = info.set_username(user);
-                }
-            }
-            let pubsub = redis::aio::PubSub::new(&info, bounded).await?;
-            let (mut sink, stream) = pubsub.split();
-            sink.subscribe(channel).await?;
-            budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
-            Ok(Subscription {
-                stream,
-                _sink: sink,
-                budget,
-            })
-        };
-        match tokio::time::timeout_at(deadline, open).await {
-            Ok(r) => r,
-            Err(_) => Err(ConnError::Timeout),
-        }
-    }
-
-    /// The payload of the next message; `None` once the connection ended (or a message
-    /// outgrew its budget).
-    pub async fn next(&mut self) -> Option<Vec<u8>> {
-        use futures_core::Stream as _;
-        let msg = std::future::poll_fn(|cx| Pin::new(&mut self.stream).poll_next(cx)).await?;
-        self.budget.left.store(MESSAGE_LIMIT, Ordering::Relaxed);
-        Some(msg.get_payload_bytes().to_vec())
     }
 }
 
