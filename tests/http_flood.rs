@@ -286,7 +286,7 @@ impl Flood {
             let mut buf = [0u8; 1024];
             while !sp.load(Ordering::Relaxed) {
                 let mut held = 0;
-                for slot in clients.iter_mut() {
+                for (i, slot) in clients.iter_mut().enumerate() {
                     if let Some(s) = slot {
                         match s.read(&mut buf) {
                             Err(e) if e.kind() == ErrorKind::WouldBlock => held += 1,
@@ -296,7 +296,7 @@ impl Flood {
                                 st.closed.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                    } else if let Some(s) = half_sent(addr) {
+                    } else if let Some(s) = half_sent(addr, i) {
                         *slot = Some(s);
                         st.opened.fetch_add(1, Ordering::Relaxed);
                         held += 1;
@@ -341,9 +341,19 @@ impl Drop for Flood {
 }
 
 /// One flooding connection: connected and sent [`HALF_SENT`], or `None` (the canary's
-/// backlog was full, say; the next pass tries again).
-fn half_sent(addr: SocketAddr) -> Option<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+/// backlog was full, say; the next pass tries again). Client `i` connects from
+/// 127.0.0.(2 + i % 250): tens of thousands of flood connections (and their TIME_WAIT
+/// entries) spread over many source addresses and never use up the ephemeral ports of
+/// 127.0.0.1, from which the test's own scrapes and the canary's connects to Redis come.
+fn half_sent(addr: SocketAddr, i: usize) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let source = SocketAddr::from(([127, 0, 0, 2 + (i % 250) as u8], 0));
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket.bind(&source.into()).ok()?;
+    socket
+        .connect_timeout(&addr.into(), Duration::from_millis(200))
+        .ok()?;
+    let mut s: TcpStream = socket.into();
     s.set_write_timeout(Some(Duration::from_millis(200))).ok()?;
     s.write_all(HALF_SENT).ok()?;
     s.set_nonblocking(true).ok()?;
