@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     Canary, Procs, Redis, bucket_delta, buckets, context_switches, ops_total, status_kib,
