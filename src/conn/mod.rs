@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, RedisConnectionInfo, RedisError, Value};
+use bytes::BytesMut;
+use redis::{Cmd, RedisError, Value, ValueCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Decoder;
 
 mod bounded;
 mod net;
@@ -29,7 +31,7 @@ pub use bounded::ReplyTooLarge;
 pub use subscription::Subscription;
 
 use bounded::{Bounded, Budget};
-use net::{open_stream, resolve_until};
+use net::{Stream, open_stream, resolve_until};
 
 use crate::backend::Identity;
 use crate::classify::{InternalCause, ResultKind, classify_io, classify_redis};
@@ -44,6 +46,13 @@ pub const MIN_REPLY_LIMIT: usize = 16 * 1024;
 /// Byte budget of the handshake replies (`INFO server`, `INFO replication` with many
 /// replicas, `CLIENT INFO`, `HELLO`).
 const HANDSHAKE_REPLY_LIMIT: usize = 256 * 1024;
+
+/// Read buffer growth step: a canary reply fits many times over.
+const READ_CHUNK: usize = 4096;
+
+/// A read buffer that grew past this for one large reply is replaced by a small one after
+/// it: memory comes back instead of staying with the connection.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// What [`Locate::ask`] returns: `None` past the last source; else that source's answer.
 pub type Located<'a> =
@@ -218,19 +227,20 @@ impl ConnError {
     }
 }
 
-type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An open, authenticated connection and who is on the other end.
 pub struct Conn {
-    redis: MultiplexedConnection,
-    /// The crate's I/O future: polled beside each request, never spawned; `None` once it
-    /// ended (the connection broke).
-    driver: Option<Driver>,
+    /// The socket, under a byte budget per request.
+    io: Bounded<Box<dyn Stream>>,
+    /// Bytes read and not yet parsed.
+    rbuf: BytesMut,
+    /// The crate's reply parser; it resumes where a reply was cut (nothing is parsed twice).
+    codec: ValueCodec,
+    /// The command being sent, reused: no allocation per request once warm.
+    cmd: Cmd,
+    wbuf: Vec<u8>,
     budget: Arc<Budget>,
     limit: Arc<AtomicUsize>,
-    /// Bytes read when the last reply was complete: any more before the next request were
-    /// not asked for.
-    read_at_reply: u64,
     /// Shared so that every operation can say who served it without copying strings.
     pub backend: Arc<Identity>,
     /// The locator this connection was located by, and its generation then.
@@ -324,26 +334,19 @@ impl Conn {
             budget: budget.clone(),
             limit: limit.clone(),
         };
-        // The crate sends nothing of its own (no AUTH, SELECT or CLIENT SETINFO): the
-        // handshake below does it all in one round trip, with only commands of DESIGN §2.
-        let info = RedisConnectionInfo::default().set_skip_set_lib_name();
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(None);
-        let (redis, driver) =
-            MultiplexedConnection::new_with_config(&info, bounded, config).await?;
         let mut conn = Conn {
-            redis,
-            driver: Some(Box::pin(driver)),
+            io: bounded,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            codec: ValueCodec::default(),
+            cmd: Cmd::new(),
+            wbuf: Vec::with_capacity(256),
             budget,
             limit,
-            read_at_reply: 0,
             backend: Arc::default(),
             located: None,
         };
         let identity = conn.handshake(ep, password.as_ref()).await?;
         conn.backend = Arc::new(identity);
-        conn.read_at_reply = conn.budget.read.load(Ordering::Relaxed);
         Ok(conn)
     }
 
@@ -392,12 +395,16 @@ impl Conn {
         }
 
         self.arm(HANDSHAKE_REPLY_LIMIT);
-        let replies = {
-            let Conn { redis, driver, .. } = self;
-            drive(driver, redis.send_packed_commands(&pipe, 0, expect.len())).await?
-        };
-        if replies.len() != expect.len() {
-            return Err(ConnError::Unexpected("the handshake"));
+        self.io
+            .write_all(&pipe.get_packed_pipeline())
+            .await
+            .map_err(io_error)?;
+        let mut replies = Vec::with_capacity(expect.len());
+        for _ in 0..expect.len() {
+            replies.push(self.read_value().await?);
+        }
+        if !self.rbuf.is_empty() {
+            return Err(ConnError::OutOfStep("the handshake"));
         }
         let mut identity = Identity::default();
         let mut role_master = None;
@@ -450,7 +457,7 @@ impl Conn {
     }
 
     /// Sends one command and reads its reply, all within `timeout`, reading at most `limit`
-    /// bytes. An error reply comes back as [`ConnError::Redis`]. After the reply, bytes that
+    /// bytes. An error reply comes back as [`ConnError::Redis`]. Bytes after the reply that
     /// nobody asked for mean the stream is out of step: [`ConnError::OutOfStep`], and the
     /// caller drops the connection.
     pub async fn call(
@@ -459,42 +466,71 @@ impl Conn {
         limit: usize,
         timeout: Duration,
     ) -> Result<Value, ConnError> {
-        let mut cmd = Cmd::new();
+        self.cmd.clear();
         for a in args {
-            cmd.arg(*a);
+            self.cmd.arg(*a);
         }
+        self.wbuf.clear();
+        self.cmd.write_packed_command(&mut self.wbuf);
         self.arm(limit.max(MIN_REPLY_LIMIT));
-        let Conn { redis, driver, .. } = self;
-        let exchange = drive(driver, redis.send_packed_command(&cmd));
+        let exchange = async {
+            self.io.write_all(&self.wbuf).await.map_err(io_error)?;
+            self.read_value().await
+        };
         let reply = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(Value::ServerError(e))) => {
-                // A complete reply: the connection stays in step.
-                self.read_at_reply = self.budget.read.load(Ordering::Relaxed);
-                return Err(ConnError::Redis(e.into()));
-            }
             Ok(r) => r?,
             Err(_) => return Err(ConnError::Timeout),
         };
-        // Anything already in the socket now arrived unasked.
-        self.read_at_reply = self.budget.read.load(Ordering::Relaxed);
-        if !self.in_step().await {
+        if !self.rbuf.is_empty() {
             return Err(ConnError::OutOfStep("a command"));
         }
-        Ok(reply)
+        if self.rbuf.capacity() > SHRINK_ABOVE {
+            // A large reply (within its budget) was read: give the memory back.
+            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        match reply {
+            Value::ServerError(e) => Err(ConnError::Redis(e.into())),
+            v => Ok(v),
+        }
     }
 
-    /// Whether nothing has arrived since the last reply was complete. Call it before lending
-    /// a connection out again: bytes nobody asked for (an extra reply, or a real reply that
+    /// Reads until the crate's parser has one whole reply.
+    async fn read_value(&mut self) -> Result<Value, ConnError> {
+        loop {
+            if !self.rbuf.is_empty()
+                && let Some(v) = self.codec.decode(&mut self.rbuf)?
+            {
+                return Ok(v);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let n = self.io.read_buf(&mut self.rbuf).await.map_err(io_error)?;
+            if n == 0 {
+                return Err(closed());
+            }
+        }
+    }
+
+    /// Whether nothing has arrived since the last reply. Call it before lending a
+    /// connection out again: bytes nobody asked for (an extra reply, or a real reply that
     /// came after another was taken in its place) mean the stream is out of step, and the
-    /// connection must go before it answers the next command with the wrong reply.
+    /// connection must go before it answers the next command with the wrong reply. It only
+    /// looks at what is already there; it never waits.
     pub async fn in_step(&mut self) -> bool {
-        poll_once(&mut self.driver).await;
-        let read = self.budget.read.load(Ordering::Relaxed);
-        // A connection the peer closed is not out of step: the next command on it fails
-        // with a reset, as it would for any client, and is counted as one.
-        let in_step = read == self.read_at_reply;
-        self.read_at_reply = read;
-        in_step
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        self.arm(READ_CHUNK);
+        let Conn { io, rbuf, .. } = self;
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
+                Poll::Ready(Ok(n)) => n == 0,
+                // A connection the peer closed, or that fails, is not out of step: the next
+                // command on it fails with a reset, as it would for any client, and is
+                // counted as one.
+                Poll::Ready(Err(_)) | Poll::Pending => true,
+            })
+        })
+        .await
     }
 
     /// Closes: the socket goes with the connection.
@@ -503,32 +539,9 @@ impl Conn {
     }
 }
 
-/// Runs `request` while polling the connection's driver in the same task. The driver ends
-/// only when the connection broke; the request then fails with the crate's error, or with
-/// a reset if the driver had nothing more to say.
-async fn drive<T>(
-    driver: &mut Option<Driver>,
-    request: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, ConnError> {
-    let mut request = std::pin::pin!(request);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = request.as_mut().poll(cx) {
-            return Poll::Ready(r.map_err(ConnError::from));
-        }
-        let Some(d) = driver.as_mut() else {
-            return Poll::Ready(Err(closed()));
-        };
-        if d.as_mut().poll(cx).is_ready() {
-            *driver = None;
-            // The driver delivered whatever it had before it ended: ask the request again.
-            return match request.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(ConnError::from)),
-                Poll::Pending => Poll::Ready(Err(closed())),
-            };
-        }
-        Poll::Pending
-    })
-    .await
+/// An I/O error under a request: the command may have reached the server.
+fn io_error(e: io::Error) -> ConnError {
+    ConnError::Redis(RedisError::from(e))
 }
 
 /// The connection ended under a request: it may have reached the server.
@@ -537,19 +550,6 @@ fn closed() -> ConnError {
         io::ErrorKind::UnexpectedEof,
         "connection closed",
     )))
-}
-
-/// Polls the driver once, whatever it returns (it reads what is already there).
-async fn poll_once(driver: &mut Option<Driver>) {
-    std::future::poll_fn(|cx| {
-        if let Some(d) = driver.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            *driver = None;
-        }
-        Poll::Ready(())
-    })
-    .await;
 }
 
 /// The text of an `INFO`-like reply: a bulk string (RESP2) or a verbatim string (RESP3).
