@@ -1,13 +1,14 @@
 //! Connections the canary opens and owns (DESIGN §9, §11): resolve (asynchronously, under a
-//! deadline, with a bound on lookups in flight) and connect (TCP, then TLS), then hand the
-//! stream to the `redis` crate's connection type for the protocol. The canary keeps the
+//! deadline, with a bound on lookups in flight) and connect (TCP, then TLS); then the
+//! protocol of the `redis` crate — commands packed by its `Cmd`, replies parsed by its
+//! reply codec from bytes read under a per-request byte budget. The canary keeps the
 //! lifecycle: one handshake round trip (authenticate, select, name, identify), its own
-//! deadline on every command, a byte budget on every reply, and no reconnect loops here —
-//! every connect is one attempt, counted by the caller, and any failure hands the error back
-//! so the caller decides from its class whether the connection survives.
+//! deadline on every command, and no reconnect loops here — every connect is one attempt,
+//! counted by the caller, and any failure hands the error back so the caller decides from
+//! its class whether the connection survives.
 //!
-//! The crate's connection is driven inside the caller's task (its driver future is polled
-//! beside each request), so a command costs no task hop and a deadline is exact.
+//! One request at a time per connection, in the caller's task: no channel, no task hop,
+//! an exact deadline, and bytes left after a reply (a reply nobody asked for) are seen.
 
 use std::future::Future;
 use std::io;
