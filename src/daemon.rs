@@ -19,7 +19,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
-use crate::topology::sentinel::Sentinel;
+use crate::topology::sentinel::{AutoNodes, NodeEndpoint, Sentinel};
 use crate::workload::run_nodes;
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
@@ -49,11 +49,12 @@ pub fn prepare(
     tracing: Option<Arc<Tracing>>,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
     let prepared = prepare_with_topology(config, clock, metrics, with_stats, tracing)?;
-    Ok(prepared.into_iter().map(|(t, _)| t).collect())
+    Ok(prepared.into_iter().map(|(t, _, _)| t).collect())
 }
 
-/// A target's state and, for a sentinel target, its sentinel side to follow.
-type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>);
+/// A target's state and, for a sentinel target, its sentinel side to follow and, with
+/// `nodes = "auto"`, the replicas it lists to follow.
+type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>, Option<AutoNodes>);
 
 /// Like [`prepare`], with the sentinel side of each sentinel target, to follow.
 fn prepare_with_topology(
@@ -102,6 +103,7 @@ fn prepare_with_topology(
                 Ok(ep)
             };
             let mut endpoint = endpoint_for(&t.url)?;
+            let mut auto = None;
             let sentinel = match &t.mode {
                 Mode::Standalone => None,
                 Mode::Sentinel(st) => {
@@ -127,7 +129,37 @@ fn prepare_with_topology(
                         metrics,
                         s.response_timeout,
                         st.refresh,
+                        st.nodes_auto,
                     );
+                    // The listed replicas: the data nodes' credentials, database and TLS,
+                    // like static nodes.
+                    if let Some(replicas) = sentinel.replicas() {
+                        let (target, client_name) = (t.clone(), client_name.clone());
+                        let endpoint: NodeEndpoint = Box::new(move |host: &str, port: u16| {
+                            let url = crate::config::RedisUrl {
+                                host: host.to_string(),
+                                port,
+                                ..target.url.clone()
+                            };
+                            let s = &target.settings;
+                            let tls = url
+                                .tls
+                                .then(|| tls::build(s.tls.as_ref(), &url.host))
+                                .transpose()
+                                .map_err(|e| e.to_string())?;
+                            let mut ep = Endpoint::new(
+                                &url,
+                                target.username.as_deref(),
+                                &target.password,
+                                tls,
+                                client_name.clone(),
+                                s.connect_timeout,
+                            );
+                            ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
+                            Ok(ep)
+                        });
+                        auto = Some(AutoNodes { replicas, endpoint });
+                    }
                     endpoint.locator = Some(sentinel.clone());
                     endpoint.tls_name_from_host =
                         s.tls.as_ref().is_none_or(|x| x.server_name.is_none());
@@ -135,7 +167,11 @@ fn prepare_with_topology(
                 }
             };
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
-            Ok((Arc::new(TargetState::new(t, &shared, endpoint, nodes)), sentinel))
+            Ok((
+                Arc::new(TargetState::new(t, &shared, endpoint, nodes)),
+                sentinel,
+                auto,
+            ))
         })
         .collect()
 }
@@ -160,8 +196,15 @@ pub async fn run(
     })?
     .map(Arc::new);
     let prepared = prepare_with_topology(config, clock, &metrics, with_stats, tracing.clone())?;
-    let sentinels: Vec<Arc<Sentinel>> = prepared.iter().filter_map(|(_, s)| s.clone()).collect();
-    let targets: Vec<Arc<TargetState>> = prepared.into_iter().map(|(t, _)| t).collect();
+    let sentinels: Vec<Arc<Sentinel>> = prepared.iter().filter_map(|(_, s, _)| s.clone()).collect();
+    let mut autos = Vec::new();
+    let targets: Vec<Arc<TargetState>> = prepared
+        .into_iter()
+        .map(|(t, _, auto)| {
+            autos.push(auto);
+            t
+        })
+        .collect();
     let probing = |t: &TargetState| !t.settings.connect_probe_interval.is_zero();
     let loops_expected = targets.iter().map(|t| 2 + usize::from(probing(t))).sum();
     let state = Arc::new(AppState {
@@ -188,7 +231,7 @@ pub async fn run(
     );
 
     let mut loops = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
+    for ((i, t), auto) in targets.iter().enumerate().zip(autos) {
         let period = match t.settings.rate {
             Rate::PerSecond(r) => 1.0 / r,
             Rate::Max => 0.0,
@@ -210,8 +253,8 @@ pub async fn run(
                 run_loop(t, op, Duration::from_secs_f64(phase), sd).await;
             }));
         }
-        if !t.nodes.is_empty() {
-            loops.push(tokio::spawn(run_nodes(t.clone(), shutdown.clone())));
+        if !t.nodes.is_empty() || auto.is_some() {
+            loops.push(tokio::spawn(run_nodes(t.clone(), auto, shutdown.clone())));
         }
     }
     for s in sentinels {

@@ -38,6 +38,9 @@ pub struct TargetState {
     pub endpoint: Endpoint,
     /// Direct nodes whose replication is followed (DESIGN §2.6).
     pub nodes: Vec<Endpoint>,
+    /// Whether any node is followed: static `nodes`, or `nodes = "auto"` (the replicas the
+    /// sentinels list, which come and go). Writes are published for following only then.
+    pub(crate) follows_nodes: bool,
     /// The write the node followers should follow next, published at its acknowledgement
     /// so the delay is measured from the ack, not from when a follower looked.
     pub(crate) follow: tokio::sync::watch::Sender<Option<Acked>>,
@@ -102,14 +105,9 @@ impl TargetState {
         // Node series exist from startup like every other closed label set; `node_up`
         // stays 0 until the node has answered.
         for node in &nodes {
-            let label = NodeLabels {
-                target: target.name.clone(),
-                node: node.host_port(),
-            };
-            tm.node_up.get_or_create(&label).set(0);
-            drop(tm.replication_delay.get_or_create(&label));
-            drop(tm.replication_timeouts.get_or_create(&label));
+            create_node_series(&tm, &target.name, &node.host_port());
         }
+        let nodes_auto = matches!(&target.mode, crate::config::Mode::Sentinel(s) if s.nodes_auto);
         TargetState {
             name: target.name.clone(),
             url_display: match &target.mode {
@@ -126,6 +124,7 @@ impl TargetState {
             },
             settings: s.clone(),
             endpoint,
+            follows_nodes: nodes_auto || !nodes.is_empty(),
             nodes,
             follow: tokio::sync::watch::channel(None).0,
             follow_due_us: AtomicU64::new(0),
@@ -172,6 +171,22 @@ impl TargetState {
         self.lock_ledger().last_seq()
     }
 
+    /// Creates the series of node `node` (`host:port`) at 0: a node followed from now on.
+    pub(crate) fn add_node(&self, node: &str) {
+        create_node_series(&self.metrics, &self.name, node);
+    }
+
+    /// Removes the series of node `node`: a node no longer followed.
+    pub(crate) fn remove_node(&self, node: &str) {
+        let label = NodeLabels {
+            target: self.name.clone(),
+            node: node.to_string(),
+        };
+        self.metrics.node_up.remove(&label);
+        self.metrics.replication_delay.remove(&label);
+        self.metrics.replication_timeouts.remove(&label);
+    }
+
     pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -181,4 +196,15 @@ impl TargetState {
             f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
+}
+
+/// The series of one followed node, at 0: `node_up` stays 0 until the node has answered.
+fn create_node_series(tm: &TargetMetrics, target: &str, node: &str) {
+    let label = NodeLabels {
+        target: target.to_string(),
+        node: node.to_string(),
+    };
+    tm.node_up.get_or_create(&label).set(0);
+    drop(tm.replication_delay.get_or_create(&label));
+    drop(tm.replication_timeouts.get_or_create(&label));
 }

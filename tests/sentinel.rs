@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::names::{self, t};
@@ -318,4 +319,133 @@ fn an_old_master_restarted_with_its_data_is_never_served_from_while_the_sentinel
         );
     }
     assert_eq!(outcome(&m, "failed"), outcome(&m0, "failed"));
+}
+
+/// The `node` labels of the nodes followed now (their `node_up` series).
+fn followed(m: &Scrape) -> BTreeSet<String> {
+    m.labels("redis_canary_node_up", &[t(TARGET)])
+        .into_iter()
+        .filter_map(|l| l.get("node").cloned())
+        .collect()
+}
+
+fn node_up(m: &Scrape, node: &str) -> f64 {
+    gauge(m, "node_up", &[("node", node)])
+}
+
+/// Replication delay observations of `node`: their count and sum (seconds).
+fn delays(m: &Scrape, node: &str) -> (f64, f64) {
+    let labels = [t(TARGET), ("node", node)];
+    (
+        m.sum("redis_canary_replication_delay_seconds_count", &labels),
+        m.sum("redis_canary_replication_delay_seconds_sum", &labels),
+    )
+}
+
+#[test]
+#[cfg_attr(not(have_redis_sentinel), ignore = "redis-sentinel not installed")]
+fn nodes_auto_follows_the_replicas_the_sentinels_list_through_a_failover() {
+    let mut set = SentinelSet::start(&[]);
+    let c = Canary::start(&format!(
+        "[defaults]\nrate = 10\nbackend_ttl = \"3s\"\n\n{}",
+        set.target_toml(TARGET, "sentinel_refresh = \"1s\"\nnodes = \"auto\"")
+    ));
+    let old = set.master_port();
+    let i = set.node_on(old);
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let replicas: BTreeSet<String> = set
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| n.port != old)
+        .map(|n| addr(n.port))
+        .collect();
+    wait_until(
+        "both replicas followed, up, with replication delays observed",
+        Duration::from_secs(20),
+        || {
+            let m = c.metrics();
+            followed(&m) == replicas
+                && replicas
+                    .iter()
+                    .all(|r| node_up(&m, r) == 1.0 && delays(&m, r).0 >= 3.0)
+        },
+    );
+    let m = c.metrics();
+    for r in &replicas {
+        let (count, sum) = delays(&m, r);
+        eprintln!("{r}: node_up 1, {count} delays, mean {:.6} s", sum / count);
+        assert!(sum > 0.0, "{r}: delays {count}, sum {sum}");
+    }
+    assert!(
+        !followed(&m).contains(&addr(old)),
+        "the master is not a replica"
+    );
+
+    // Failover: the promoted replica leaves the followed set after backend_ttl; the other
+    // one goes on converging; the old master is listed as a (down) replica, and once
+    // restarted and reconfigured by the sentinels it converges too.
+    let before = set.switch_lines();
+    set.topology.nodes[i].kill();
+    let switched = set.wait_switch(before, Duration::from_secs(30));
+    let new = set.master_port();
+    assert_ne!(new, old);
+    let promoted = addr(new);
+    let other = replicas
+        .iter()
+        .find(|r| **r != promoted)
+        .expect("the replica not promoted")
+        .clone();
+    wait_until(
+        "the promoted replica to leave the followed set",
+        Duration::from_secs(20),
+        || !followed(&c.metrics()).contains(&promoted),
+    );
+    let left_after = switched.elapsed().as_secs_f64();
+    let m = c.metrics();
+    eprintln!("promoted {promoted} unfollowed {left_after:.3} s after +switch-master");
+    assert!(
+        left_after > 1.5,
+        "unfollowed after {left_after:.3} s: before backend_ttl (3 s)"
+    );
+    assert_eq!(
+        m.count(
+            "redis_canary_replication_delay_seconds_count",
+            &[t(TARGET), ("node", &promoted)]
+        ),
+        0,
+        "its series are removed:\n{}",
+        m.text
+    );
+    let converged = delays(&m, &other).0;
+    wait_until(
+        "the other replica to converge from the new master",
+        Duration::from_secs(20),
+        || {
+            let m = c.metrics();
+            node_up(&m, &other) == 1.0 && delays(&m, &other).0 >= converged + 3.0
+        },
+    );
+    wait_until(
+        "the old master to be followed as a replica",
+        Duration::from_secs(20),
+        || followed(&c.metrics()).contains(&addr(old)),
+    );
+    assert_eq!(node_up(&c.metrics(), &addr(old)), 0.0, "still down");
+    set.topology.nodes[i].start();
+    wait_until(
+        "the old master, reconfigured as a replica, to converge",
+        Duration::from_secs(40),
+        || {
+            let m = c.metrics();
+            node_up(&m, &addr(old)) == 1.0 && delays(&m, &addr(old)).0 >= 1.0
+        },
+    );
+    let m = c.metrics();
+    let want: BTreeSet<String> = [other.clone(), addr(old)].into_iter().collect();
+    assert_eq!(followed(&m), want, "{}", m.text);
+    for r in &want {
+        let (count, sum) = delays(&m, r);
+        eprintln!("after the failover {r}: {count} delays, sum {sum:.6} s");
+    }
 }

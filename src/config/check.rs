@@ -424,15 +424,6 @@ impl Checker<'_> {
                         "a sentinel target finds its master through the sentinels: remove url",
                     );
                 }
-                // The contract's key, refused until the replicas Sentinel lists are followed:
-                // accepting it would silently follow nothing.
-                if let Some((at, value)) = &nodes_auto {
-                    self.report(
-                        at,
-                        value,
-                        "nodes = \"auto\" is not supported yet: list the replicas (nodes = [\"redis://host:port\", ...])",
-                    );
-                }
                 self.sentinel_target(path, sentinel, nodes_auto.is_some())
                     .map(Mode::Sentinel)
             }

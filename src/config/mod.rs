@@ -257,8 +257,8 @@ pub struct SentinelTarget {
     pub password: PasswordSource,
     /// How often every sentinel is asked again (`sentinel_refresh`).
     pub refresh: Duration,
-    /// `nodes = "auto"`: follow every replica the sentinels list. Not supported yet (the
-    /// checks refuse it), so always false in a loaded configuration.
+    /// `nodes = "auto"`: follow every replica the sentinels list (`SENTINEL replicas`, asked
+    /// at every refresh); [`Target::nodes`] is then empty.
     pub nodes_auto: bool,
 }
 

@@ -544,12 +544,19 @@ fn a_sentinel_target_loads_with_its_sentinels_and_defaults_port_26379() {
 }
 
 #[test]
-fn nodes_auto_is_refused_as_not_supported_yet() {
+fn nodes_auto_is_accepted_on_a_sentinel_target_and_printed() {
     let toml = SENTINEL_TARGET.replace("nodes = [\"redis://r1:6379\"]", "nodes = \"auto\"");
-    let problems = problems(&toml);
-    assert_eq!(problems.len(), 1, "{problems:#?}");
-    assert_eq!(problems[0].key, "targets[0].nodes");
-    assert!(problems[0].message.contains("not supported yet"));
+    let config = load_toml(&toml, &[]).expect("valid");
+    let t = &config.targets[0];
+    let Mode::Sentinel(s) = &t.mode else {
+        panic!("sentinel mode expected: {:?}", t.mode)
+    };
+    assert!(s.nodes_auto);
+    assert!(t.nodes.is_empty());
+    let printed = config.to_masked_toml();
+    assert!(printed.contains("nodes = \"auto\""), "{printed}");
+    let again = load_toml(&printed, &[]).expect("the printed configuration loads back");
+    assert_eq!(again.targets[0].mode, t.mode);
 }
 
 #[test]

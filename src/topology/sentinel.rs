@@ -9,7 +9,10 @@
 //!   switch of our master bumps the generation, so every pooled connection is dropped and
 //!   located again before its next use. READONLY and dead connections bump it too (through
 //!   [`Locate::lost`]), and every `sentinel_refresh` all sentinels are asked again (their
-//!   `sentinel_up`, `sentinel_masters`, and a switch whose message was missed).
+//!   `sentinel_up`, `sentinel_masters`, and a switch whose message was missed);
+//! - with `nodes = "auto"`, every refresh also asks a reachable sentinel for the replicas it
+//!   lists (`SENTINEL replicas`) and publishes their addresses ([`Sentinel::replicas`]);
+//!   the node followers come and go with them ([`crate::workload::run_auto_nodes`]).
 //!
 //! The sentinels' query connections are kept open between connects (one per sentinel), so
 //! a discovery costs one round trip on a healthy topology.
@@ -37,7 +40,24 @@ const REPLY_LIMIT: usize = 256 * 1024;
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
 
 /// An address as the sentinels give it.
-type Addr = (String, u16);
+pub type Addr = (String, u16);
+
+/// The replicas a sentinel lists: `None` until one has answered.
+pub type Replicas = Option<BTreeSet<Addr>>;
+
+/// Builds the endpoint of a data node at `host`, `port`: the target's data-node
+/// credentials, database and TLS. An error (a TLS setting that cannot work) is logged and
+/// the node skipped.
+pub type NodeEndpoint = Box<dyn Fn(&str, u16) -> Result<Endpoint, String> + Send + Sync>;
+
+/// `nodes = "auto"`: what the node followers need to follow the replicas the sentinels
+/// list.
+pub struct AutoNodes {
+    /// The replicas listed at every refresh ([`Sentinel::replicas`]).
+    pub replicas: tokio::sync::watch::Receiver<Replicas>,
+    /// The endpoint of a listed replica.
+    pub endpoint: NodeEndpoint,
+}
 
 /// One sentinel: where it is, its label, its query connection and its last answer.
 struct Node {
@@ -61,6 +81,9 @@ pub struct Sentinel {
     metrics: SentinelMetrics,
     response_timeout: Duration,
     refresh: Duration,
+    /// The replicas listed at the last refresh that got an answer, when they are followed
+    /// (`nodes = "auto"`); `None` in the sender when they are not asked for.
+    replicas: Option<tokio::sync::watch::Sender<Replicas>>,
 }
 
 impl std::fmt::Debug for Sentinel {
@@ -75,7 +98,8 @@ impl std::fmt::Debug for Sentinel {
 
 impl Sentinel {
     /// The sentinel side of target `target`: its sentinels' endpoints (their own
-    /// credentials and TLS), the master name; creates the sentinel series at 0.
+    /// credentials and TLS), the master name; creates the sentinel series at 0. With
+    /// `list_replicas`, every refresh also asks for the replicas (see [`Self::replicas`]).
     pub fn new(
         target: &str,
         master_name: &str,
@@ -83,6 +107,7 @@ impl Sentinel {
         metrics: &Metrics,
         response_timeout: Duration,
         refresh: Duration,
+        list_replicas: bool,
     ) -> Arc<Sentinel> {
         let labels: Vec<String> = sentinels.iter().map(Endpoint::host_port).collect();
         Arc::new(Sentinel {
@@ -104,7 +129,38 @@ impl Sentinel {
             master: Mutex::new(None),
             response_timeout,
             refresh,
+            replicas: list_replicas.then(|| tokio::sync::watch::channel(None).0),
         })
+    }
+
+    /// The replicas the sentinels list, republished at every refresh that got an answer
+    /// (even when unchanged, so that a follower set can age out the ones no longer
+    /// listed); `None` unless the sentinel side was built with `list_replicas`.
+    pub fn replicas(&self) -> Option<tokio::sync::watch::Receiver<Replicas>> {
+        self.replicas.as_ref().map(|r| r.subscribe())
+    }
+
+    /// Asks the sentinels in turn, from the preferred one, for the replicas of our master:
+    /// the first list that parses.
+    async fn ask_replicas(&self) -> Option<BTreeSet<Addr>> {
+        let len = self.nodes.len();
+        let from = self.preferred.load(Ordering::Relaxed);
+        for n in 0..len {
+            let i = (from + n) % len;
+            let reply = self
+                .query(i, &[b"SENTINEL", b"replicas", self.master_name.as_bytes()])
+                .await;
+            match reply.map(|v| parse_replicas(&v)) {
+                Ok(Some(list)) => return Some(list),
+                Ok(None) => {
+                    tracing::debug!(target_name = %self.target, sentinel = %self.nodes[i].label, "unparseable SENTINEL replicas reply")
+                }
+                Err(e) => {
+                    tracing::debug!(target_name = %self.target, sentinel = %self.nodes[i].label, error = %e, "SENTINEL replicas failed")
+                }
+            }
+        }
+        None
     }
 
     /// Sends one command to sentinel `i` on its query connection (opened when needed) and
@@ -294,6 +350,11 @@ impl Sentinel {
             tracing::info!(target_name = %self.target, master = %format_addr(&known), "no sentinel names the known master any more: locating again");
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(replicas) = &self.replicas
+            && let Some(list) = self.ask_replicas().await
+        {
+            replicas.send_replace(Some(list));
+        }
     }
 }
 
@@ -376,6 +437,37 @@ fn format_addr((host, port): &Addr) -> String {
     }
 }
 
+/// A `SENTINEL replicas` reply: one field list per replica (flat `key value` pairs in
+/// RESP2, a map in RESP3) → the `ip`/`port` addresses, every replica listed whatever its
+/// `flags` (a down one is followed and shows `node_up` 0). `None` when it is not such a
+/// reply.
+fn parse_replicas(v: &Value) -> Option<BTreeSet<Addr>> {
+    let Value::Array(replicas) = v else {
+        return None;
+    };
+    let mut out = BTreeSet::new();
+    for r in replicas {
+        let pairs: Vec<(Option<String>, Option<String>)> = match r {
+            Value::Array(flat) if flat.len() % 2 == 0 => flat
+                .chunks(2)
+                .map(|kv| (text(&kv[0]), text(&kv[1])))
+                .collect(),
+            Value::Map(map) => map.iter().map(|(k, v)| (text(k), text(v))).collect(),
+            _ => return None,
+        };
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(name))
+                .and_then(|(_, v)| v.clone())
+        };
+        let host = field("ip").filter(|h| !h.is_empty())?;
+        let port = field("port")?.parse().ok()?;
+        out.insert((host, port));
+    }
+    Some(out)
+}
+
 /// `<name> <old ip> <old port> <new ip> <new port>` → the name and the new address.
 fn parse_switch(text: &str) -> Option<(&str, Addr)> {
     let mut parts = text.split_ascii_whitespace();
@@ -421,7 +513,45 @@ mod tests {
             &Metrics::new(),
             Duration::from_millis(100),
             Duration::from_secs(1),
+            false,
         )
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_replicas_reply_gives_every_listed_address_whatever_its_flags() {
+        let replica = |ip: &str, port: &str, flags: &str| {
+            Value::Array(
+                [
+                    "name", "x", "ip", ip, "port", port, "runid", "", "flags", flags,
+                ]
+                .iter()
+                .map(|s| bulk(s))
+                .collect(),
+            )
+        };
+        let reply = Value::Array(vec![
+            replica("127.0.0.1", "6380", "slave"),
+            replica("127.0.0.1", "6381", "s_down,slave,disconnected"),
+        ]);
+        let want: BTreeSet<Addr> = [("127.0.0.1".into(), 6380), ("127.0.0.1".into(), 6381)]
+            .into_iter()
+            .collect();
+        assert_eq!(parse_replicas(&reply), Some(want));
+        assert_eq!(parse_replicas(&Value::Array(vec![])), Some(BTreeSet::new()));
+        assert_eq!(
+            parse_replicas(&Value::Array(vec![replica("h", "x", "slave")])),
+            None
+        );
+        assert_eq!(parse_replicas(&bulk("ERR")), None);
+        let map = Value::Array(vec![Value::Map(vec![
+            (bulk("ip"), bulk("h")),
+            (bulk("port"), bulk("1")),
+        ])]);
+        assert_eq!(parse_replicas(&map).map(|s| s.len()), Some(1));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Replication convergence on the direct nodes (DESIGN §2.6).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,42 +11,126 @@ use crate::metrics::NodeLabels;
 use crate::op::Kind;
 use crate::shutdown::Shutdown;
 use crate::target::TargetState;
+use crate::topology::sentinel::{Addr, AutoNodes};
+use tokio::task::JoinHandle;
 
 /// How often a write is followed on the direct nodes (DESIGN §2.6).
 pub(crate) const NODE_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Follows one write a second on every direct node of `t` until shutdown; a second without
-/// a write to follow is used to check that each node still answers.
-pub async fn run_nodes(t: Arc<TargetState>, shutdown: Shutdown) {
-    let followers: Vec<_> = t
+/// a write to follow is used to check that each node still answers. The nodes are the static
+/// `nodes`, or with `auto` (`nodes = "auto"` on a sentinel target) the replicas the
+/// sentinels list, which come and go ([`follow_listed`]).
+pub async fn run_nodes(t: Arc<TargetState>, auto: Option<AutoNodes>, shutdown: Shutdown) {
+    let mut followers: Vec<_> = t
         .nodes
         .iter()
-        .cloned()
-        .map(|node| {
-            let (t, mut shutdown) = (t.clone(), shutdown.clone());
-            let mut writes = t.follow.subscribe();
-            tokio::spawn(async move {
-                let mut conn = None;
-                loop {
-                    let w = tokio::select! {
-                        changed = writes.changed() => match changed {
-                            Ok(()) => *writes.borrow_and_update(),
-                            Err(_) => break,
-                        },
-                        _ = tokio::time::sleep(NODE_FOLLOW_INTERVAL * 2) => None,
-                        _ = shutdown.wait() => break,
-                    };
-                    t.follow_on_node(&node, w, &mut conn, &mut shutdown).await;
-                }
-                if let Some(c) = conn {
-                    c.close(Duration::from_millis(100)).await;
-                }
-            })
-        })
+        .map(|node| spawn_follower(&t, node.clone(), &shutdown))
         .collect();
+    if let Some(auto) = auto {
+        followers.extend(follow_listed(&t, auto, shutdown).await);
+    }
     for f in followers {
         let _ = f.await;
     }
+}
+
+/// Follows the replicas the sentinels list until shutdown: a replica that appears gets a
+/// follower and its series at 0; one no longer listed for `backend_ttl` has its follower
+/// stopped and its series removed. Returns the followers still running (they end with
+/// `shutdown`).
+async fn follow_listed(
+    t: &Arc<TargetState>,
+    auto: AutoNodes,
+    mut shutdown: Shutdown,
+) -> Vec<JoinHandle<()>> {
+    /// One followed replica: its `node` label, its follower, when it was last listed (µs).
+    struct Followed {
+        label: String,
+        task: JoinHandle<()>,
+        listed_us: u64,
+    }
+    let AutoNodes {
+        mut replicas,
+        endpoint,
+    } = auto;
+    let ttl_us = t.settings.backend_ttl.as_micros() as u64;
+    let mut followed: BTreeMap<Addr, Followed> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            changed = replicas.changed() => if changed.is_err() { break },
+            _ = shutdown.wait() => break,
+        }
+        let Some(listed) = replicas.borrow_and_update().clone() else {
+            continue;
+        };
+        let now = t.clock.now_us();
+        for addr in listed {
+            if let Some(f) = followed.get_mut(&addr) {
+                f.listed_us = now;
+                continue;
+            }
+            let node = match endpoint(&addr.0, addr.1) {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::warn!(target_name = %t.name, host = %addr.0, port = addr.1, error = %e, "cannot follow a listed replica");
+                    continue;
+                }
+            };
+            let label = node.host_port();
+            tracing::info!(target_name = %t.name, node = %label, "following a replica the sentinels list");
+            t.add_node(&label);
+            let task = spawn_follower(t, node, &shutdown);
+            followed.insert(
+                addr,
+                Followed {
+                    label,
+                    task,
+                    listed_us: now,
+                },
+            );
+        }
+        let gone: Vec<Addr> = followed
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.listed_us) > ttl_us)
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        for addr in gone {
+            let Some(f) = followed.remove(&addr) else {
+                continue;
+            };
+            // Stopped before its series go, so that it cannot create them again.
+            f.task.abort();
+            let _ = f.task.await;
+            t.remove_node(&f.label);
+            tracing::info!(target_name = %t.name, node = %f.label, "a replica no longer listed: not followed any more");
+        }
+    }
+    followed.into_values().map(|f| f.task).collect()
+}
+
+/// The follower of one node: follows each published write on it, or checks that it answers
+/// when none came for two intervals, until shutdown.
+fn spawn_follower(t: &Arc<TargetState>, node: Endpoint, shutdown: &Shutdown) -> JoinHandle<()> {
+    let (t, mut shutdown) = (t.clone(), shutdown.clone());
+    let mut writes = t.follow.subscribe();
+    tokio::spawn(async move {
+        let mut conn = None;
+        loop {
+            let w = tokio::select! {
+                changed = writes.changed() => match changed {
+                    Ok(()) => *writes.borrow_and_update(),
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep(NODE_FOLLOW_INTERVAL * 2) => None,
+                _ = shutdown.wait() => break,
+            };
+            t.follow_on_node(&node, w, &mut conn, &mut shutdown).await;
+        }
+        if let Some(c) = conn {
+            c.close(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 impl TargetState {

@@ -68,7 +68,7 @@ impl TargetState {
         drop(ledger);
         let due = self.follow_due_us.load(Ordering::Relaxed);
         if f.outcome != Outcome::Failed
-            && !self.nodes.is_empty()
+            && self.follows_nodes
             && f.observed_us >= due
             && self
                 .follow_due_us
