@@ -228,7 +228,6 @@ impl ConnError {
     }
 }
 
-
 /// An open, authenticated connection and who is on the other end.
 pub struct Conn {
     /// The socket, under a byte budget per request.
@@ -523,13 +522,15 @@ impl Conn {
         self.arm(READ_CHUNK);
         let Conn { io, rbuf, .. } = self;
         std::future::poll_fn(|cx| {
-            Poll::Ready(match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
-                Poll::Ready(Ok(n)) => n == 0,
-                // A connection the peer closed, or that fails, is not out of step: the next
-                // command on it fails with a reset, as it would for any client, and is
-                // counted as one.
-                Poll::Ready(Err(_)) | Poll::Pending => true,
-            })
+            Poll::Ready(
+                match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
+                    Poll::Ready(Ok(n)) => n == 0,
+                    // A connection the peer closed, or that fails, is not out of step: the next
+                    // command on it fails with a reset, as it would for any client, and is
+                    // counted as one.
+                    Poll::Ready(Err(_)) | Poll::Pending => true,
+                },
+            )
         })
         .await
     }
