@@ -127,3 +127,99 @@ lib_spawn_split() {
     LIB_PIDS+=("$LIB_LAST_PID")
     LIB_NAMES+=("$name")
 }
+
+# --- Sentinel (DESIGN §12.1) -------------------------------------------------------------
+# Three `redis-sentinel` processes watching a master under one name, as in the test fixture
+# tests/support/sentinel.rs: quorum 2, down-after-milliseconds 1000, failover-timeout 3000,
+# announce-ip 127.0.0.1, a writable config per sentinel (Sentinel rewrites it) and a log
+# file of its own in $RUN_DIR/NAME/sentinel.log (its `+switch-master` lines carry the
+# sentinels' own timestamps).
+
+# sentinel_cli PORT ARGS...: one command to the sentinel on 127.0.0.1:PORT (no password).
+sentinel_cli() {
+    local port=$1
+    shift
+    redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
+sentinel_ping() {
+    [[ $(sentinel_cli "$1" PING 2>/dev/null) == PONG ]]
+}
+
+# start_sentinel NAME PORT MASTER-NAME MASTER-PORT: start a redis-sentinel on 127.0.0.1:PORT
+# monitoring 127.0.0.1:MASTER-PORT as MASTER-NAME ($REDIS_PASSWORD towards the data nodes);
+# wait until it answers PING. Sets LIB_LAST_PID.
+start_sentinel() {
+    local name=$1 port=$2 master_name=$3 master_port=$4
+    local dir="$RUN_DIR/$name"
+    mkdir -p "$dir"
+    cat >"$dir/sentinel.conf" <<CONF
+port $port
+bind 127.0.0.1
+daemonize no
+dir $dir
+logfile $dir/sentinel.log
+sentinel announce-ip 127.0.0.1
+sentinel monitor $master_name 127.0.0.1 $master_port 2
+sentinel auth-pass $master_name $REDIS_PASSWORD
+sentinel down-after-milliseconds $master_name 1000
+sentinel failover-timeout $master_name 3000
+sentinel parallel-syncs $master_name 1
+CONF
+    lib_spawn "$name" redis-sentinel "$dir/sentinel.conf"
+    wait_until 15 "redis-sentinel $name on port $port" sentinel_ping "$port"
+}
+
+# sentinel_master_field PORT MASTER-NAME FIELD: a field of `SENTINEL master NAME`.
+sentinel_master_field() {
+    sentinel_cli "$1" SENTINEL master "$2" 2>/dev/null | awk -v f="$3" 'NR % 2 == 1 && $0 == f { getline; print; exit }'
+}
+
+# sentinels_settled MASTER-NAME REPLICAS PORT...: every sentinel knows REPLICAS replicas and
+# the other sentinels.
+sentinels_settled() {
+    local name=$1 replicas=$2 port
+    shift 2
+    local others=$(($# - 1))
+    for port in "$@"; do
+        [[ $(sentinel_master_field "$port" "$name" num-slaves) == "$replicas" ]] || return 1
+        [[ $(sentinel_master_field "$port" "$name" num-other-sentinels) == "$others" ]] || return 1
+    done
+}
+
+# wait_sentinels_settled MASTER-NAME REPLICAS PORT...: wait (30 s) until they are.
+wait_sentinels_settled() {
+    wait_until 30 "the sentinels to know the replicas and each other" sentinels_settled "$@"
+}
+
+# sentinel_master_port PORT MASTER-NAME: the master's port as this sentinel names it.
+sentinel_master_port() {
+    sentinel_cli "$1" SENTINEL get-master-addr-by-name "$2" 2>/dev/null | sed -n 2p
+}
+
+# sentinel_switch_count DIR...: `+switch-master` lines in the sentinel logs DIR/sentinel.log.
+sentinel_switch_count() {
+    local dir n=0 c
+    for dir in "$@"; do
+        c=$(grep -c '+switch-master' "$dir/sentinel.log" 2>/dev/null) || c=0
+        n=$((n + c))
+    done
+    echo "$n"
+}
+
+# sentinel_first_switch DIR...: "EPOCH-SECONDS LINE" of the earliest `+switch-master` in these
+# logs, from the sentinels' own timestamps ("pid:X 30 Nov 2026 21:30:01.123 # +switch-master
+# mymaster 127.0.0.1 OLD 127.0.0.1 NEW"); nothing when there is none. Local time, as logged.
+sentinel_first_switch() {
+    local dir line ts epoch best="" best_line=""
+    for dir in "$@"; do
+        line=$(grep -m1 '+switch-master' "$dir/sentinel.log" 2>/dev/null) || continue
+        ts=$(sed -E 's/^[0-9]+:[A-Z] ([0-9]+ [A-Za-z]+ [0-9]+ [0-9:.]+) .*/\1/' <<<"$line")
+        epoch=$(date -d "$ts" +%s.%N 2>/dev/null) || continue
+        if [[ -z $best ]] || awk -v a="$epoch" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+            best=$epoch
+            best_line=$line
+        fi
+    done
+    [[ -z $best ]] || echo "$best $best_line"
+}
