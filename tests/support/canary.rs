@@ -187,27 +187,40 @@ impl Canary {
 
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns status and time taken.
     pub fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
-        let child = self.child.as_mut().expect("running");
-        let started = Instant::now();
-        send_signal(child.id(), "TERM");
-        let mut status = None;
-        wait_until("the canary to exit after SIGTERM", within, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        self.child = None;
-        (status.expect("exited"), started.elapsed())
+        terminate_child(&mut self.child, within)
     }
 }
 
 impl Drop for Canary {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- redis-canary log ---\n{}", self.log());
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let log = std::thread::panicking().then(|| self.log());
+        drop_child(&mut self.child, log);
+    }
+}
+
+/// Sends SIGTERM to a running canary and waits (at most `within`) for its exit; returns
+/// status and time taken.
+pub fn terminate_child(child: &mut Option<Child>, within: Duration) -> (ExitStatus, Duration) {
+    let c = child.as_mut().expect("running");
+    let started = Instant::now();
+    send_signal(c.id(), "TERM");
+    let mut status = None;
+    wait_until("the canary to exit after SIGTERM", within, || {
+        status = c.try_wait().ok().flatten();
+        status.is_some()
+    });
+    *child = None;
+    (status.expect("exited"), started.elapsed())
+}
+
+/// A fixture's drop: the log (given when a test panicked), then the process killed and
+/// waited for.
+pub fn drop_child(child: &mut Option<Child>, log: Option<String>) {
+    if let Some(log) = log {
+        eprintln!("--- redis-canary log ---\n{log}");
+    }
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }

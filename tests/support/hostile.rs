@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use super::canary::{CanaryProcess, spawn_canary};
+use super::canary::{CanaryProcess, drop_child, spawn_canary, terminate_child};
 use super::http::http_get;
 use super::{Scrape, send_signal, wait_until};
 
@@ -129,27 +129,13 @@ impl Watched {
 
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns status and time taken.
     pub fn terminate(&mut self, within: Duration) -> (ExitStatus, Duration) {
-        let child = self.child.as_mut().expect("running");
-        let started = Instant::now();
-        send_signal(child.id(), "TERM");
-        let mut status = None;
-        wait_until("the canary to exit after SIGTERM", within, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        self.child = None;
-        (status.expect("exited"), started.elapsed())
+        terminate_child(&mut self.child, within)
     }
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- redis-canary log ---\n{}", self.log());
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let log = std::thread::panicking().then(|| self.log());
+        drop_child(&mut self.child, log);
     }
 }
