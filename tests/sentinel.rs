@@ -311,7 +311,12 @@ fn an_old_master_restarted_with_its_data_is_never_served_from_while_the_sentinel
         "{}",
         m.text
     );
-    for v in ["stale", "missing", "corrupt"] {
+    // Its old data would read as stale (older values) or corrupt: none. `missing` is not
+    // asserted: writes the old master acknowledged but never replicated before the kill
+    // are lost with the failover, and a read of such a key on the new master can come at
+    // any time after it (seen in a CI run: 3 after the restart) — the kill's loss, not the
+    // restarted node's.
+    for v in ["stale", "corrupt"] {
         assert_eq!(
             verdict(&m, v),
             verdict(&m0, v),
