@@ -393,7 +393,7 @@ fn nodes_auto_follows_the_replicas_the_sentinels_list_through_a_failover() {
     let before = set.switch_lines();
     set.topology.nodes[i].kill();
     let switched = set.wait_switch(before, Duration::from_secs(30));
-    let new = set.master_port();
+    let new = set.settled_master_port(Duration::from_secs(30));
     assert_ne!(new, old);
     let promoted = addr(new);
     let other = replicas

@@ -215,6 +215,42 @@ impl SentinelSet {
             .unwrap_or_else(|| panic!("no master address in {reply:?}"))
     }
 
+    /// The master every running sentinel names, once they have all agreed on it for 2 s (a
+    /// failover can take more than one election under load: a promotion that times out is
+    /// followed by another, so the first `+switch-master` is not always the last).
+    pub fn settled_master_port(&self, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        let mut agreed: Option<(u16, Instant)> = None;
+        loop {
+            let named: Vec<Option<u16>> = self
+                .sentinels
+                .iter()
+                .filter(|s| s.is_running())
+                .map(|s| {
+                    s.try_call(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
+                        .ok()
+                        .and_then(|r| r.lines().nth(1).and_then(|p| p.parse().ok()))
+                })
+                .collect();
+            match named.first() {
+                Some(Some(first)) if named.iter().all(|n| *n == Some(*first)) => match agreed {
+                    Some((port, since)) if port == *first => {
+                        if since.elapsed() >= Duration::from_secs(2) {
+                            return port;
+                        }
+                    }
+                    _ => agreed = Some((*first, Instant::now())),
+                },
+                _ => agreed = None,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not agree on a master within {within:?}: {named:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The index in `topology.nodes` of the node on `port`.
     pub fn node_on(&self, port: u16) -> usize {
         self.topology
