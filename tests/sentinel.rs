@@ -199,17 +199,7 @@ fn a_graceful_failover_is_absorbed_by_retries_with_no_failed_operation() {
     let set = SentinelSet::start(&[]);
     let c = canary(&set);
     c.wait_ok(TARGET, "read", 20.0);
-    let before = set.switch_lines();
-    let old = set.master_port();
-    set.sentinels[0].call(&["SENTINEL", "FAILOVER", support::sentinel::MASTER_NAME]);
-    set.wait_switch(before, Duration::from_secs(30));
-    let new = set.master_port();
-    assert_ne!(new, old);
-    wait_until(
-        "the new master in backend_info",
-        Duration::from_secs(15),
-        || serves_as_master(&c.metrics(), new),
-    );
+    fail_over_via(&set, &c, 0);
     wait_reads(&c, 20.0);
     let m = c.metrics();
     eprintln!(
@@ -250,17 +240,7 @@ fn a_killed_sentinel_is_down_in_its_metric_and_invisible_to_clients_and_followin
     assert_eq!(gauge(&m, "sentinel_masters", &[]), 1.0);
 
     // The two sentinels left still fail over, and the canary follows.
-    let before = set.switch_lines();
-    let old = set.master_port();
-    set.sentinels[1].call(&["SENTINEL", "FAILOVER", support::sentinel::MASTER_NAME]);
-    set.wait_switch(before, Duration::from_secs(30));
-    let new = set.master_port();
-    assert_ne!(new, old);
-    wait_until(
-        "the new master in backend_info",
-        Duration::from_secs(15),
-        || serves_as_master(&c.metrics(), new),
-    );
+    fail_over_via(&set, &c, 1);
     let m = c.metrics();
     assert_eq!(gauge(&m, "sentinel_master_switches_total", &[]), 1.0);
     assert_eq!(outcome(&m, "failed"), 0.0, "{}", m.text);
@@ -453,4 +433,20 @@ fn nodes_auto_follows_the_replicas_the_sentinels_list_through_a_failover() {
         let (count, sum) = delays(&m, r);
         eprintln!("after the failover {r}: {count} delays, sum {sum:.6} s");
     }
+}
+
+/// `SENTINEL FAILOVER` asked of sentinel `i`; returns once every sentinel has named the new
+/// master for a while and the canary serves from it as `master`.
+fn fail_over_via(set: &SentinelSet, c: &Canary, i: usize) {
+    let before = set.switch_lines();
+    let old = set.master_port();
+    set.sentinels[i].call(&["SENTINEL", "FAILOVER", support::sentinel::MASTER_NAME]);
+    set.wait_switch(before, Duration::from_secs(30));
+    let new = set.settled_master_port(Duration::from_secs(30));
+    assert_ne!(new, old);
+    wait_until(
+        "the new master in backend_info",
+        Duration::from_secs(15),
+        || serves_as_master(&c.metrics(), new),
+    );
 }
