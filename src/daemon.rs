@@ -19,6 +19,9 @@ use crate::shutdown::{self, Shutdown};
 use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
+use crate::topology::cluster::Cluster;
+use crate::topology::cluster::book::ShardBook;
+use crate::topology::cluster::map::Addr;
 use crate::topology::sentinel::{AutoNodes, NodeEndpoint, Sentinel};
 use crate::workload::run_nodes;
 
@@ -104,8 +107,31 @@ fn prepare_with_topology(
             };
             let mut endpoint = endpoint_for(&t.url)?;
             let mut auto = None;
+            let mut cluster = None;
             let sentinel = match &t.mode {
                 Mode::Standalone => None,
+                Mode::Cluster(c) => {
+                    let seeds = c
+                        .seeds
+                        .iter()
+                        .map(|u| Addr {
+                            host: u.host.clone(),
+                            port: u.port,
+                        })
+                        .collect();
+                    let book = Arc::new(ShardBook::new(&t.name, &metrics.cluster, clock));
+                    cluster = Some(Cluster::new(
+                        &t.name,
+                        endpoint.clone(),
+                        seeds,
+                        c.refresh,
+                        s.response_timeout,
+                        metrics.cluster.target(&t.name),
+                        book,
+                        c.nodes_auto,
+                    ));
+                    None
+                }
                 Mode::Sentinel(st) => {
                     // The sentinels' own credentials; RESP2 (their pub/sub is RESP2 too).
                     let sentinels = st
@@ -167,11 +193,9 @@ fn prepare_with_topology(
                 }
             };
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
-            Ok((
-                Arc::new(TargetState::new(t, &shared, endpoint, nodes)),
-                sentinel,
-                auto,
-            ))
+            let mut state = TargetState::new(t, &shared, endpoint, nodes);
+            state.cluster = cluster;
+            Ok((Arc::new(state), sentinel, auto))
         })
         .collect()
 }
@@ -259,6 +283,9 @@ pub async fn run(
     }
     for s in sentinels {
         loops.push(tokio::spawn(s.follow(shutdown.clone())));
+    }
+    for c in targets.iter().filter_map(|t| t.cluster.clone()) {
+        loops.push(tokio::spawn(c.follow(shutdown.clone())));
     }
     let maintenance = {
         let (targets, mut sd) = (targets.clone(), shutdown.clone());
