@@ -120,7 +120,7 @@ fn prepare_with_topology(
                         })
                         .collect();
                     let book = Arc::new(ShardBook::new(&t.name, &metrics.cluster, clock));
-                    cluster = Some(Cluster::new(
+                    let c = Cluster::new(
                         &t.name,
                         endpoint.clone(),
                         seeds,
@@ -129,7 +129,12 @@ fn prepare_with_topology(
                         metrics.cluster.target(&t.name),
                         book,
                         c.nodes_auto,
-                    ));
+                    );
+                    if let Some(replicas) = c.replicas() {
+                        let endpoint = node_endpoint(t, &client_name);
+                        auto = Some(AutoNodes { replicas, endpoint });
+                    }
+                    cluster = Some(c);
                     None
                 }
                 Mode::Sentinel(st) => {
@@ -160,30 +165,7 @@ fn prepare_with_topology(
                     // The listed replicas: the data nodes' credentials, database and TLS,
                     // like static nodes.
                     if let Some(replicas) = sentinel.replicas() {
-                        let (target, client_name) = (t.clone(), client_name.clone());
-                        let endpoint: NodeEndpoint = Box::new(move |host: &str, port: u16| {
-                            let url = crate::config::RedisUrl {
-                                host: host.to_string(),
-                                port,
-                                ..target.url.clone()
-                            };
-                            let s = &target.settings;
-                            let tls = url
-                                .tls
-                                .then(|| tls::build(s.tls.as_ref(), &url.host))
-                                .transpose()
-                                .map_err(|e| e.to_string())?;
-                            let mut ep = Endpoint::new(
-                                &url,
-                                target.username.as_deref(),
-                                &target.password,
-                                tls,
-                                client_name.clone(),
-                                s.connect_timeout,
-                            );
-                            ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
-                            Ok(ep)
-                        });
+                        let endpoint = node_endpoint(t, &client_name);
                         auto = Some(AutoNodes { replicas, endpoint });
                     }
                     endpoint.locator = Some(sentinel.clone());
@@ -198,6 +180,35 @@ fn prepare_with_topology(
             Ok((Arc::new(state), sentinel, auto))
         })
         .collect()
+}
+
+/// The endpoint of a data node the topology lists (`nodes = "auto"`): the target's
+/// credentials, database and TLS, like static nodes.
+fn node_endpoint(target: &crate::config::Target, client_name: &str) -> NodeEndpoint {
+    let (target, client_name) = (target.clone(), client_name.to_string());
+    Box::new(move |host: &str, port: u16| {
+        let url = crate::config::RedisUrl {
+            host: host.to_string(),
+            port,
+            ..target.url.clone()
+        };
+        let s = &target.settings;
+        let tls = url
+            .tls
+            .then(|| tls::build(s.tls.as_ref(), &url.host))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mut ep = Endpoint::new(
+            &url,
+            target.username.as_deref(),
+            &target.password,
+            tls,
+            client_name.clone(),
+            s.connect_timeout,
+        );
+        ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
+        Ok(ep)
+    })
 }
 
 /// Runs the canary until `shutdown`, serving HTTP on `listener`; returns the targets'

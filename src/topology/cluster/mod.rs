@@ -199,6 +199,15 @@ impl Cluster {
         ))
     }
 
+    /// The slot ranges of the shard that lists `host:port` as a replica.
+    pub fn replica_ranges(&self, host: &str, port: u16) -> Option<map::Ranges> {
+        self.map()
+            .shards
+            .iter()
+            .find(|s| s.replicas.iter().any(|r| r.host == host && r.port == port))
+            .map(|s| s.ranges.clone())
+    }
+
     /// Opens a connection to the node at `addr` with the target's credentials.
     pub async fn open(&self, addr: &Addr) -> Result<Conn, ConnError> {
         Conn::open_at(&self.template, &addr.host, addr.port).await
