@@ -19,6 +19,9 @@ use crate::shutdown::{self, Shutdown};
 use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
+use crate::topology::cluster::Cluster;
+use crate::topology::cluster::book::ShardBook;
+use crate::topology::cluster::map::Addr;
 use crate::topology::sentinel::{AutoNodes, NodeEndpoint, Sentinel};
 use crate::workload::run_nodes;
 
@@ -104,8 +107,36 @@ fn prepare_with_topology(
             };
             let mut endpoint = endpoint_for(&t.url)?;
             let mut auto = None;
+            let mut cluster = None;
             let sentinel = match &t.mode {
                 Mode::Standalone => None,
+                Mode::Cluster(c) => {
+                    let seeds = c
+                        .seeds
+                        .iter()
+                        .map(|u| Addr {
+                            host: u.host.clone(),
+                            port: u.port,
+                        })
+                        .collect();
+                    let book = Arc::new(ShardBook::new(&t.name, &metrics.cluster, clock));
+                    let c = Cluster::new(
+                        &t.name,
+                        endpoint.clone(),
+                        seeds,
+                        c.refresh,
+                        s.response_timeout,
+                        metrics.cluster.target(&t.name),
+                        book,
+                        c.nodes_auto,
+                    );
+                    if let Some(replicas) = c.replicas() {
+                        let endpoint = node_endpoint(t, &client_name);
+                        auto = Some(AutoNodes { replicas, endpoint });
+                    }
+                    cluster = Some(c);
+                    None
+                }
                 Mode::Sentinel(st) => {
                     // The sentinels' own credentials; RESP2 (their pub/sub is RESP2 too).
                     let sentinels = st
@@ -134,30 +165,7 @@ fn prepare_with_topology(
                     // The listed replicas: the data nodes' credentials, database and TLS,
                     // like static nodes.
                     if let Some(replicas) = sentinel.replicas() {
-                        let (target, client_name) = (t.clone(), client_name.clone());
-                        let endpoint: NodeEndpoint = Box::new(move |host: &str, port: u16| {
-                            let url = crate::config::RedisUrl {
-                                host: host.to_string(),
-                                port,
-                                ..target.url.clone()
-                            };
-                            let s = &target.settings;
-                            let tls = url
-                                .tls
-                                .then(|| tls::build(s.tls.as_ref(), &url.host))
-                                .transpose()
-                                .map_err(|e| e.to_string())?;
-                            let mut ep = Endpoint::new(
-                                &url,
-                                target.username.as_deref(),
-                                &target.password,
-                                tls,
-                                client_name.clone(),
-                                s.connect_timeout,
-                            );
-                            ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
-                            Ok(ep)
-                        });
+                        let endpoint = node_endpoint(t, &client_name);
                         auto = Some(AutoNodes { replicas, endpoint });
                     }
                     endpoint.locator = Some(sentinel.clone());
@@ -167,13 +175,40 @@ fn prepare_with_topology(
                 }
             };
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
-            Ok((
-                Arc::new(TargetState::new(t, &shared, endpoint, nodes)),
-                sentinel,
-                auto,
-            ))
+            let mut state = TargetState::new(t, &shared, endpoint, nodes);
+            state.cluster = cluster;
+            Ok((Arc::new(state), sentinel, auto))
         })
         .collect()
+}
+
+/// The endpoint of a data node the topology lists (`nodes = "auto"`): the target's
+/// credentials, database and TLS, like static nodes.
+fn node_endpoint(target: &crate::config::Target, client_name: &str) -> NodeEndpoint {
+    let (target, client_name) = (target.clone(), client_name.to_string());
+    Box::new(move |host: &str, port: u16| {
+        let url = crate::config::RedisUrl {
+            host: host.to_string(),
+            port,
+            ..target.url.clone()
+        };
+        let s = &target.settings;
+        let tls = url
+            .tls
+            .then(|| tls::build(s.tls.as_ref(), &url.host))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mut ep = Endpoint::new(
+            &url,
+            target.username.as_deref(),
+            &target.password,
+            tls,
+            client_name.clone(),
+            s.connect_timeout,
+        );
+        ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
+        Ok(ep)
+    })
 }
 
 /// Runs the canary until `shutdown`, serving HTTP on `listener`; returns the targets'
@@ -259,6 +294,9 @@ pub async fn run(
     }
     for s in sentinels {
         loops.push(tokio::spawn(s.follow(shutdown.clone())));
+    }
+    for c in targets.iter().filter_map(|t| t.cluster.clone()) {
+        loops.push(tokio::spawn(c.follow(shutdown.clone())));
     }
     let maintenance = {
         let (targets, mut sd) = (targets.clone(), shutdown.clone());

@@ -180,6 +180,8 @@ pub struct Metrics {
     sentinel_up: Family<SentinelLabels, Gauge>,
     sentinel_master_switches: Family<TargetLabels, Counter>,
     sentinel_masters: Family<TargetLabels, Gauge>,
+    /// The shard and cluster families of cluster targets (DESIGN §12.2).
+    pub cluster: crate::topology::cluster::book::ClusterFamilies,
 }
 
 impl Default for Metrics {
@@ -220,6 +222,7 @@ impl Metrics {
             sentinel_up: Family::default(),
             sentinel_master_switches: Family::default(),
             sentinel_masters: Family::default(),
+            cluster: Default::default(),
         };
         let r = &mut registry;
         r.register(
@@ -350,6 +353,7 @@ impl Metrics {
             "Distinct master addresses the reachable sentinels name: 1 when they agree, more is a split view",
             m.sentinel_masters.clone(),
         );
+        m.cluster.register(r);
         r.register(
             "build",
             "Version and revision of this binary",

@@ -1,6 +1,7 @@
 //! The recorder: one place that fans a try, a connect, an operation or a verdict out to
 //! the metrics, the episodes, the soak statistics, the spans, the last error and the log.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,18 @@ impl TargetState {
         observed_us: u64,
         result: ResultKind,
         err: &ConnError,
+        shard: Option<&Arc<str>>,
     ) {
+        let lane = match (shard, &self.cluster) {
+            (Some(shard), Some(c)) => {
+                c.book.failure(shard, op, sent_us, observed_us, result);
+                c.book.lane(shard)
+            }
+            _ => 0,
+        };
         let started = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
-            let started = ep.failure(op, sent_us, observed_us, result);
+            let started = ep.failure_in(lane, op, sent_us, observed_us, result);
             self.episode_open.store(ep.is_open(), Ordering::Relaxed);
             started
         };
@@ -57,17 +66,31 @@ impl TargetState {
     }
 
     /// An attempt of `op` succeeded.
-    pub(crate) fn try_succeeded(&self, op: Op, sent_us: u64, observed_us: u64) {
+    pub(crate) fn try_succeeded(
+        &self,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+        shard: Option<&Arc<str>>,
+    ) {
         self.metrics
             .op(op)
             .last_success
             .set(self.clock.unix_secs(observed_us));
+        // No shard is in an episode while the target is not (the target's is their union).
         if !self.episode_open.load(Ordering::Relaxed) {
             return;
         }
+        let lane = match (shard, &self.cluster) {
+            (Some(shard), Some(c)) => {
+                c.book.success(shard, op, sent_us, observed_us);
+                c.book.lane(shard)
+            }
+            _ => 0,
+        };
         let ended = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
-            let ended = ep.success(op, sent_us, observed_us);
+            let ended = ep.success_in(lane, op, sent_us, observed_us);
             self.episode_open.store(ep.is_open(), Ordering::Relaxed);
             ended
         };
@@ -93,6 +116,9 @@ impl TargetState {
     /// Ends an episode still open at the end of a soak, so the report includes it.
     pub fn close_open_episode(&self) {
         let now = self.clock.now_us();
+        if let Some(c) = &self.cluster {
+            c.book.close_open(now);
+        }
         let ended = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
             ep.close_at(now)
@@ -155,9 +181,13 @@ impl TargetState {
         outcome: Outcome,
         tries: Tries,
         name: &'static str,
+        shard: Option<&Arc<str>>,
     ) {
         let m = self.metrics.op(op);
         m.outcome(outcome).inc();
+        if let (Some(shard), Some(c)) = (shard, &self.cluster) {
+            c.book.outcome(shard, outcome);
+        }
         let end = Instant::now();
         let took = end.saturating_duration_since(scheduled);
         let mut exemplar = None;
@@ -283,6 +313,9 @@ impl TargetState {
     pub fn expire_backends(&self) {
         let now = self.clock.now_us();
         let ttl = self.settings.backend_ttl.as_micros() as u64;
+        if let Some(c) = &self.cluster {
+            c.book.expire(now, ttl);
+        }
         let gone = self
             .backends
             .lock()

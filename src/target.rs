@@ -19,6 +19,7 @@ use crate::op::Op;
 use crate::payload::owner_hash;
 use crate::stats::Stats;
 use crate::telemetry::Tracing;
+use crate::topology::cluster::{Cluster, tags};
 
 /// The last failure of a target, for the status page.
 #[derive(Clone, Debug)]
@@ -68,6 +69,10 @@ pub struct TargetState {
     pub stats: Option<Mutex<Stats>>,
     /// Span export, when configured.
     pub(crate) tracing: Option<Arc<Tracing>>,
+    /// The cluster side of a cluster target (DESIGN §12.2): routing and per-shard books.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Spreads the round-robin of writes over the slot space (see [`tags::stride`]).
+    pub(crate) slot_stride: u32,
 }
 
 /// What every target of a process shares.
@@ -112,6 +117,14 @@ impl TargetState {
             name: target.name.clone(),
             url_display: match &target.mode {
                 crate::config::Mode::Standalone => target.url.to_string(),
+                crate::config::Mode::Cluster(c) => format!(
+                    "cluster via {}",
+                    c.seeds
+                        .iter()
+                        .map(|u| u.host_port())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 crate::config::Mode::Sentinel(s) => format!(
                     "sentinel {} via {}",
                     s.master_name,
@@ -150,6 +163,8 @@ impl TargetState {
             probe_failing: AtomicBool::new(false),
             stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
             tracing,
+            cluster: None,
+            slot_stride: tags::stride(s.keys),
         }
     }
 
@@ -158,12 +173,26 @@ impl TargetState {
         self.episode_open.load(Ordering::Relaxed)
     }
 
-    /// The key name of `index`.
+    /// The key name of `index`. A cluster target's keys carry a hash tag after the prefix
+    /// that puts key `index` into slot `floor(index * 16384 / keys)` (DESIGN §12.2).
     pub fn key(&self, index: u32) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.key_prefix.len() + 10);
+        let mut key = Vec::with_capacity(self.key_prefix.len() + 18);
         key.extend_from_slice(&self.key_prefix);
+        if let Some(slot) = self.slot(index) {
+            key.push(b'{');
+            key.extend_from_slice(tags::tag(slot).as_bytes());
+            key.extend_from_slice(b"}:");
+        }
         key.extend_from_slice(index.to_string().as_bytes());
         key
+    }
+
+    /// The cluster slot of key `index` (cluster targets only).
+    pub(crate) fn slot(&self, index: u32) -> Option<u16> {
+        let keys = self.settings.keys;
+        self.cluster
+            .as_ref()
+            .map(|_| tags::slot_of(tags::spread(index, keys, self.slot_stride), keys))
     }
 
     /// The highest sequence number written (for cleanup).

@@ -59,6 +59,8 @@ struct TargetView<'a> {
     url: Option<String>,
     #[serde(flatten)]
     sentinel: Option<SentinelView<'a>>,
+    #[serde(flatten)]
+    cluster: Option<ClusterView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +99,15 @@ struct SentinelView<'a> {
     sentinel_password_env: Option<&'a str>,
     #[serde(serialize_with = "serialize_duration")]
     sentinel_refresh: &'a Duration,
+}
+
+/// The cluster keys of a `mode = "cluster"` target (a single seed prints as `url`).
+#[derive(Serialize)]
+struct ClusterView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeds: Option<Vec<String>>,
+    #[serde(serialize_with = "serialize_duration")]
+    cluster_refresh: &'a Duration,
 }
 
 /// A password source as the three keys that name it, the inline one masked. `in_url`: a
@@ -150,8 +161,22 @@ impl<'a> From<&'a Target> for TargetView<'a> {
         // A password from the URL is already masked in the URL.
         let (password, password_file, password_env) =
             password_keys(&target.password, target.url.password.is_some());
+        let mut cluster = None;
         let (mode, url, sentinel, nodes_auto) = match &target.mode {
             Mode::Standalone => ("standalone", Some(target.url.to_string()), None, false),
+            Mode::Cluster(c) => {
+                let many = c.seeds.len() > 1;
+                cluster = Some(ClusterView {
+                    seeds: many.then(|| c.seeds.iter().map(ToString::to_string).collect()),
+                    cluster_refresh: &c.refresh,
+                });
+                (
+                    "cluster",
+                    (!many).then(|| target.url.to_string()),
+                    None,
+                    c.nodes_auto,
+                )
+            }
             Mode::Sentinel(s) => {
                 let in_url = s.sentinels.iter().any(|u| u.password.is_some());
                 let (sentinel_password, sentinel_password_file, sentinel_password_env) =
@@ -173,6 +198,7 @@ impl<'a> From<&'a Target> for TargetView<'a> {
             mode,
             url,
             sentinel,
+            cluster,
             username: target.username.as_deref(),
             password,
             password_file,

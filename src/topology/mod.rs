@@ -1,5 +1,7 @@
 //! Topologies (DESIGN §12): which node an operation goes to when the endpoint is not one
 //! fixed address. `standalone` needs nothing here (the URL is the endpoint); [`sentinel`]
-//! asks sentinels for the master on every connect and follows their `+switch-master`.
+//! asks sentinels for the master on every connect and follows their `+switch-master`;
+//! [`cluster`] routes each operation to the master of its key's slot.
 
+pub mod cluster;
 pub mod sentinel;

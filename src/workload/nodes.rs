@@ -150,6 +150,16 @@ impl TargetState {
             node: node.host_port(),
         };
         let up = self.metrics.node_up.get_or_create_owned(&label);
+        // A cluster replica holds only its shard's keys: another shard's write is not
+        // followed there (the node is only checked to answer).
+        let w = match &self.cluster {
+            Some(c) => w.filter(|w| {
+                let slot = self.slot(w.key_index).unwrap_or_default();
+                c.replica_ranges(&node.host, node.port)
+                    .is_some_and(|r| r.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            }),
+            None => w,
+        };
         let (key, deadline) = match w {
             Some(w) => (
                 self.key(w.key_index),
@@ -164,6 +174,19 @@ impl TargetState {
             let c = match conn {
                 Some(c) => c,
                 None => match self.connect_to(Kind::Node, node).await {
+                    // A cluster replica serves reads only to a connection that said READONLY.
+                    Ok(mut c) if self.cluster.is_some() => {
+                        match c
+                            .call(&[b"READONLY"], 0, self.settings.response_timeout)
+                            .await
+                        {
+                            Ok(_) => conn.insert(c),
+                            Err(_) => {
+                                up.set(0);
+                                return;
+                            }
+                        }
+                    }
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         if e.internal_cause().is_none() {
