@@ -285,6 +285,10 @@ impl ClusterNode {
             // Without this a master waits 5 s for more replicas before a full sync.
             "--repl-diskless-sync-delay",
             "0",
+            // CLUSTER SHARDS calls a replica `loading` until its offset moves; on an idle
+            // master only its pings move it (every 10 s by default).
+            "--repl-ping-replica-period",
+            "1",
         ]
         .iter()
         .map(|s| s.to_string())
