@@ -376,6 +376,57 @@ fn harness_a_manual_failover_swaps_roles_and_migrations_move_slots_with_ask_then
     assert_eq!(c.shard_of(0).master.port, to);
 }
 
+#[test]
+#[cfg_attr(not(have_redis_cli), ignore = "redis-cli not installed")]
+fn harness_a_lost_master_without_replica_is_clusterdown_everywhere_until_it_is_back() {
+    let mut c = Cluster::start_without_replicas();
+    let shards = c.shards();
+    assert_eq!(shards.len(), 3);
+    assert!(shards.iter().all(|s| s.replicas.is_empty()), "{shards:?}");
+    let victim = c.node_on(shards[0].master.port);
+    let other = shards[2].master.port;
+    // A key of the last shard (not the lost one) is served before the loss.
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            call(other, &["CLUSTER", "KEYSLOT", k])
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some_and(|s| shards[2].owns(s))
+        })
+        .expect("a key of the last shard");
+    let slot: u16 = call(other, &["CLUSTER", "KEYSLOT", &key])
+        .expect("KEYSLOT")
+        .parse()
+        .expect("a slot");
+    let owner = c.shard_of(slot).master.port;
+    call(owner, &["SET", &key, "v"]).expect("SET before the loss");
+
+    let killed = Instant::now();
+    c.kill(victim);
+    c.wait_state("fail");
+    let failed = killed.elapsed();
+    // cluster-require-full-coverage yes: a shard that is fine refuses its own keys too.
+    let err = call(owner, &["GET", &key]).expect_err("CLUSTERDOWN");
+    assert!(err.starts_with("CLUSTERDOWN"), "{err}");
+    let restarted = Instant::now();
+    c.restart(victim);
+    let back = restarted.elapsed();
+    eprintln!(
+        "kill -> cluster_state:fail everywhere {:.3} s; restart -> settled {:.3} s",
+        failed.as_secs_f64(),
+        back.as_secs_f64()
+    );
+    assert!(failed > Duration::from_millis(500), "{failed:?}");
+    assert_eq!(call(owner, &["GET", &key]).as_deref(), Ok("v"));
+    assert_eq!(c.shards().len(), 3);
+    assert_eq!(
+        c.shard_of(0).master.port,
+        shards[0].master.port,
+        "same node, same slots"
+    );
+}
+
 // ------------------------------------------------------------------------------------
 // The canary against the cluster
 // ------------------------------------------------------------------------------------
