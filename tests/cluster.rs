@@ -819,7 +819,7 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
         failed_at.duration_since(killed).as_secs_f64(),
         back_at.duration_since(killed).as_secs_f64(),
         attempts(&m, "clusterdown"),
-        attempts(&m, "refused"),
+        m.sum(names::CONNECTS, &[t(TARGET), ("result", "refused")]),
         labels
             .iter()
             .map(|l| (l.clone(), shard_metric(&m, cnames::SHARD_EPISODE_SUM, l)))
@@ -847,8 +847,13 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
             "shard {l}: episode {episode:.3} s, cluster down {down:.3} s"
         );
     }
-    // The killed shard's master also refused connections; the target is the union.
-    assert!(attempts(&m, "refused") > 0.0);
+    // The killed shard's master also refused connections (a connect failure counts in
+    // connects_total, not attempts_total); the target is the union.
+    assert!(
+        m.sum(names::CONNECTS, &[t(TARGET), ("result", "refused")]) > 0.0,
+        "{}",
+        m.text
+    );
     assert_eq!(m.sum(names::DISRUPTIONS, &[t(TARGET)]), 1.0, "{}", m.text);
     assert_eq!(gauge(&m, cnames::SLOTS_COVERED, &[]), f64::from(SLOTS));
 }
