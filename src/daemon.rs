@@ -266,6 +266,29 @@ pub async fn run(
     );
 
     let mut loops = Vec::new();
+    // Cluster targets operate once they know their slot map (or the first refresh gave up).
+    let clusters: Vec<Arc<Cluster>> = targets.iter().filter_map(|t| t.cluster.clone()).collect();
+    for c in &clusters {
+        loops.push(tokio::spawn(c.clone().follow(shutdown.clone())));
+    }
+    if !clusters.is_empty() {
+        let within = targets
+            .iter()
+            .filter(|t| t.cluster.is_some())
+            .map(|t| t.settings.connect_timeout + 2 * t.settings.response_timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            _ = async {
+                for c in &clusters {
+                    c.learned(deadline).await;
+                }
+            } => {}
+            _ = sd.wait() => {}
+        }
+    }
     for ((i, t), auto) in targets.iter().enumerate().zip(autos) {
         let period = match t.settings.rate {
             Rate::PerSecond(r) => 1.0 / r,
@@ -294,9 +317,6 @@ pub async fn run(
     }
     for s in sentinels {
         loops.push(tokio::spawn(s.follow(shutdown.clone())));
-    }
-    for c in targets.iter().filter_map(|t| t.cluster.clone()) {
-        loops.push(tokio::spawn(c.follow(shutdown.clone())));
     }
     let maintenance = {
         let (targets, mut sd) = (targets.clone(), shutdown.clone());

@@ -112,7 +112,11 @@ impl TargetState {
         for node in &nodes {
             create_node_series(&tm, &target.name, &node.host_port());
         }
-        let nodes_auto = matches!(&target.mode, crate::config::Mode::Sentinel(s) if s.nodes_auto);
+        let nodes_auto = match &target.mode {
+            crate::config::Mode::Sentinel(s) => s.nodes_auto,
+            crate::config::Mode::Cluster(c) => c.nodes_auto,
+            crate::config::Mode::Standalone => false,
+        };
         TargetState {
             name: target.name.clone(),
             url_display: match &target.mode {

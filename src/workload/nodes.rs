@@ -78,7 +78,7 @@ async fn follow_listed(
                 }
             };
             let label = node.host_port();
-            tracing::info!(target_name = %t.name, node = %label, "following a replica the sentinels list");
+            tracing::info!(target_name = %t.name, node = %label, "following a replica the topology lists");
             t.add_node(&label);
             let task = spawn_follower(t, node, &shutdown);
             followed.insert(
@@ -103,7 +103,7 @@ async fn follow_listed(
             f.task.abort();
             let _ = f.task.await;
             t.remove_node(&f.label);
-            tracing::info!(target_name = %t.name, node = %f.label, "a replica no longer listed: not followed any more");
+            tracing::info!(target_name = %t.name, node = %f.label, "a replica the topology no longer lists: not followed any more");
         }
     }
     followed.into_values().map(|f| f.task).collect()

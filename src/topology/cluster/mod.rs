@@ -110,6 +110,8 @@ pub struct Cluster {
     replicas: Option<tokio::sync::watch::Sender<crate::topology::sentinel::Replicas>>,
     /// Label of each shard in the map, for the per-shard series.
     pub(crate) book: Arc<book::ShardBook>,
+    /// True once a slot map was learned.
+    learned: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -148,6 +150,7 @@ impl Cluster {
             metrics,
             replicas: list_replicas.then(|| tokio::sync::watch::channel(None).0),
             book,
+            learned: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -156,6 +159,13 @@ impl Cluster {
         &self,
     ) -> Option<tokio::sync::watch::Receiver<crate::topology::sentinel::Replicas>> {
         self.replicas.as_ref().map(|r| r.subscribe())
+    }
+
+    /// Waits until the first slot map is learned, at most until `deadline`: operations sent
+    /// before would go to a seed and be redirected, which a client with a map does not see.
+    pub async fn learned(&self, deadline: tokio::time::Instant) {
+        let mut rx = self.learned.subscribe();
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|l| *l)).await;
     }
 
     /// The map as last learned.
@@ -399,6 +409,7 @@ impl Cluster {
             down.retain(|a| map.shards.iter().any(|s| s.master.as_ref() == Some(a)));
         }
         self.update_covered();
+        self.learned.send_replace(true);
         if changed {
             let shards: Vec<String> = map
                 .shards
