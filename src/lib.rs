@@ -21,7 +21,8 @@
 //! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
 //!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
-//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms).
+//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms), [`fleet`]
+//!   (which replica owns a target, what a reload changes).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
 //!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
 //!   [`shutdown`], [`clock`].
@@ -35,6 +36,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod episode;
+pub mod fleet;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
