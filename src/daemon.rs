@@ -481,11 +481,13 @@ impl Fleet {
             _ = tokio::time::timeout(DRAIN_BUDGET, all) => {}
             _ = sd.wait() => {}
         }
-        for t in &tasks {
-            t.abort();
-        }
+        // What is still running (shutdown began, or an attempt outlived the budget) is
+        // stopped now, before its series go, so that it cannot create them again.
         for t in tasks {
-            let _ = t.await;
+            if !t.is_finished() {
+                t.abort();
+                let _ = t.await;
+            }
         }
         if cleanup && !shutdown.is_triggered() {
             let deadline = Instant::now() + CLEANUP_BUDGET;
