@@ -304,7 +304,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "last_success_timestamp",
-            "Wall clock of the last successful attempt (process start at first)",
+            "Wall clock of the last successful attempt (the target's start at first: process start or the reload that added it)",
             Unit::Seconds,
             m.last_success.clone(),
         );

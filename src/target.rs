@@ -103,7 +103,9 @@ impl TargetState {
         let tracing = shared.tracing.clone();
         let s = &target.settings;
         let tm = metrics.target(&target.name);
-        let start = clock.unix_secs(0);
+        // The target's start: the process start, or the reload that added it (a target
+        // added later must not look as if it had not succeeded since the process began).
+        let start = clock.unix_secs(clock.now_us());
         for op in Op::ALL {
             tm.op(*op).last_success.set(start);
         }
