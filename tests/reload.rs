@@ -79,12 +79,19 @@ fn a_reload_keeps_unchanged_counters_starts_added_restarts_changed_and_removes_g
     let before = operations(&started, "keep");
     assert!(before.values().sum::<f64>() >= 40.0, "{before:?}");
 
-    // `keep` as it was, `edit` at another rate, `gone` gone, `new` new, and an instance
-    // change that only a restart applies (it must not count as a change of every target).
+    let mut c = redis.client();
+    assert_eq!(
+        c.call(&["EXISTS", "redis-canary:test:gone:0"]).unwrap(),
+        "1"
+    );
+
+    // `keep` as it was, `edit` at another rate, `gone` gone (its keys deleted: cleanup),
+    // `new` new, and an instance change that only a restart applies (it must not count as
+    // a change of every target).
     std::fs::write(
         canary.path("canary.toml"),
         config(
-            "instance = \"renamed\"",
+            "instance = \"renamed\"\ncleanup = true",
             &url,
             &[("keep", ""), ("edit", "rate = 10"), ("new", "")],
         ),
@@ -110,6 +117,8 @@ fn a_reload_keeps_unchanged_counters_starts_added_restarts_changed_and_removes_g
 
     canary.wait_ok("new", "write", 5.0);
     canary.wait_ok("new", "read", 5.0);
+    // The changed target runs again, under its new settings.
+    canary.wait_ok("edit", "write", 3.0);
     let after = canary.metrics();
     assert!(
         !has_series(&after, "gone"),
@@ -137,8 +146,11 @@ fn a_reload_keeps_unchanged_counters_starts_added_restarts_changed_and_removes_g
     assert_eq!(after.sum(RELOAD_OK, &[]), 1.0);
     assert!(after.sum(RELOAD_AT, &[]) > first_load);
     assert_eq!(after.sum("redis_canary_shard_targets", &[]), 3.0);
+    assert_eq!(
+        c.call(&["EXISTS", "redis-canary:test:gone:0"]).unwrap(),
+        "0"
+    );
     // The keys of the new target use the running instance, not the renamed one.
-    let mut c = redis.client();
     wait_until("a key of the new target", Duration::from_secs(10), || {
         c.call(&["EXISTS", "redis-canary:test:new:0"]).as_deref() == Ok("1")
     });
