@@ -62,11 +62,8 @@ pub fn prepare(
         with_stats,
         tracing,
     };
-    config
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| config.shard.is_none_or(|s| s.owns(&t.name)))
+    fleet::owned_with_index(config)
+        .into_iter()
         .map(|(i, t)| prepare_target(i, t, &shared).map(|(t, _, _)| t))
         .collect()
 }
@@ -368,31 +365,38 @@ impl Fleet {
         new.telemetry = self.config.telemetry.clone();
 
         let old: Vec<&Target> = self.running.values().map(|r| &r.target).collect();
-        let owned = fleet::owned(&new);
-        let plan = Plan::between(&old, &owned);
-        let to_start: Vec<(usize, usize, &Target)> = new
-            .targets
+        let owned = fleet::owned_with_index(&new);
+        let count = owned.len();
+        let plan = Plan::between(&old, &owned.iter().map(|(_, t)| *t).collect::<Vec<_>>());
+        let starting: std::collections::HashSet<&str> = plan
+            .added
+            .iter()
+            .chain(&plan.changed)
+            .map(String::as_str)
+            .collect();
+        // (index in the file, index among the owned targets, target)
+        let to_start: Vec<(usize, usize, &Target)> = owned
             .iter()
             .enumerate()
-            .filter(|(_, t)| plan.added.contains(&t.name) || plan.changed.contains(&t.name))
-            .map(|(i, t)| {
-                let index = owned.iter().position(|o| o.name == t.name).unwrap_or(0);
-                (i, index, t)
-            })
+            .filter(|(_, (_, t))| starting.contains(t.name.as_str()))
+            .map(|(index, (i, t))| (*i, index, *t))
             .collect();
-        // Everything that can fail is tried before anything stops, against a registry of
-        // its own (a changed target's series are still the running one's).
-        let scratch = Metrics::new();
-        let trial = Shared {
-            instance: &new.instance,
-            clock: self.clock,
-            metrics: &scratch,
-            with_stats: false,
-            tracing: None,
-        };
+        // Everything that can fail is tried before anything stops, one target at a time
+        // against a registry of its own (a changed target's series are still the running
+        // one's), so that the trial never holds more than one target's state.
         let problems: Vec<String> = to_start
             .iter()
-            .filter_map(|(i, _, t)| prepare_target(*i, t, &trial).err())
+            .filter_map(|(i, _, t)| {
+                let scratch = Metrics::new();
+                let trial = Shared {
+                    instance: &new.instance,
+                    clock: self.clock,
+                    metrics: &scratch,
+                    with_stats: false,
+                    tracing: None,
+                };
+                prepare_target(*i, t, &trial).err()
+            })
             .map(|e| e.to_string())
             .collect();
         if !problems.is_empty() {
@@ -406,7 +410,6 @@ impl Fleet {
             .filter_map(|name| self.running.remove(name))
             .collect();
         self.retire(retiring, new.cleanup, shutdown).await;
-        let count = owned.len();
         let mut failed = Vec::new();
         for (i, index, t) in &to_start {
             match prepare_target(*i, t, &self.shared()) {
@@ -415,16 +418,11 @@ impl Fleet {
                 Err(e) => failed.push(e.to_string()),
             }
         }
-        let new_cleanup = new.cleanup;
-        let new_shard = new.shard;
-        self.config = Config {
-            cleanup: new_cleanup,
-            shard: new_shard,
-            ..new
-        };
+        let shard = new.shard;
+        self.config = new;
         self.publish();
         let mut text = format!("configuration reloaded: {}\n", plan.summary());
-        if let Some(s) = new_shard {
+        if let Some(s) = shard {
             text.push_str(&format!(
                 "shard {s}: this replica runs {count} of {} targets\n",
                 self.config.targets.len()
@@ -546,12 +544,7 @@ async fn serve(
         state: state.clone(),
         running: BTreeMap::new(),
     };
-    let owned: Vec<(usize, &Target)> = config
-        .targets
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| config.shard.is_none_or(|s| s.owns(&t.name)))
-        .collect();
+    let owned = fleet::owned_with_index(config);
     let mut prepared = Vec::new();
     for (i, t) in &owned {
         prepared.push(prepare_target(*i, t, &fleet.shared())?);

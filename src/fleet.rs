@@ -139,10 +139,20 @@ pub fn weight(name: &str, replica: u32) -> u64 {
 /// The targets of `config` this replica runs: all of them without `shard`, in configuration
 /// order.
 pub fn owned(config: &Config) -> Vec<&Target> {
+    owned_with_index(config)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// Like [`owned`], each with its index in `config.targets` (for messages naming
+/// `targets[i]`).
+pub fn owned_with_index(config: &Config) -> Vec<(usize, &Target)> {
     config
         .targets
         .iter()
-        .filter(|t| config.shard.is_none_or(|s| s.owns(&t.name)))
+        .enumerate()
+        .filter(|(_, t)| config.shard.is_none_or(|s| s.owns(&t.name)))
         .collect()
 }
 
