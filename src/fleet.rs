@@ -178,6 +178,9 @@ pub fn ownership_summary(config: &Config) -> String {
     text
 }
 
+/// Most target names a reload summary lists per kind (added, removed, changed).
+pub const SUMMARY_NAMES: usize = 10;
+
 /// What a reload does to the running targets, by name: the new configuration's targets
 /// are `added` or `changed` (to start), the old ones `removed` or `changed` (to stop).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -212,13 +215,19 @@ impl Plan {
         plan
     }
 
-    /// `added 1, removed 2, changed 0, unchanged 27`, with the names of the first three.
+    /// `added 1 (new), removed 2 (a, b), changed 0, unchanged 27`: the names of at most
+    /// [`SUMMARY_NAMES`] targets per kind, so that a reload of thousands stays one line.
     pub fn summary(&self) -> String {
         let part = |what: &str, names: &[String]| {
             if names.is_empty() || what == "unchanged" {
-                format!("{what} {}", names.len())
+                return format!("{what} {}", names.len());
+            }
+            let shown = names[..names.len().min(SUMMARY_NAMES)].join(", ");
+            let more = names.len().saturating_sub(SUMMARY_NAMES);
+            if more > 0 {
+                format!("{what} {} ({shown} and {more} more)", names.len())
             } else {
-                format!("{what} {} ({})", names.len(), names.join(", "))
+                format!("{what} {} ({shown})", names.len())
             }
         };
         [
@@ -336,6 +345,45 @@ mod tests {
         }
         let e = Shard::parse("ordinal/3", || "laptop".to_string()).unwrap_err();
         assert!(e.contains("\"laptop\""), "{e}");
+    }
+
+    fn target(name: &str, url: &str) -> Target {
+        let args = crate::cli::CommonArgs {
+            targets: vec![format!("{name}={url}")],
+            ..Default::default()
+        };
+        crate::config::load_from(&args, &[("REDIS_CANARY_INSTANCE".into(), "i".into())])
+            .expect("valid")
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn a_plan_compares_whole_targets_by_name() {
+        let (a, b, c) = (
+            target("a", "redis://h:1"),
+            target("b", "redis://h:2"),
+            target("c", "redis://h:3"),
+        );
+        let b2 = target("b", "redis://h:22");
+        let d = target("d", "redis://h:4");
+        let plan = Plan::between(&[&a, &b, &c], &[&a, &b2, &d]);
+        assert_eq!(plan.added, ["d"]);
+        assert_eq!(plan.removed, ["c"]);
+        assert_eq!(plan.changed, ["b"]);
+        assert_eq!(plan.unchanged, ["a"]);
+        assert_eq!(
+            plan.summary(),
+            "added 1 (d), removed 1 (c), changed 1 (b), unchanged 1"
+        );
+        let many: Vec<Target> = (0..12)
+            .map(|i| target(&format!("n{i:02}"), "redis://h:1"))
+            .collect();
+        let plan = Plan::between(&[], &many.iter().collect::<Vec<_>>());
+        assert_eq!(
+            plan.summary(),
+            "added 12 (n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 and 2 more), removed 0, changed 0, unchanged 0"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Modules, from the entry down (pure logic at the bottom, nothing reaches up):
 //!
 //! - entry: [`cli`] (command line: `run`, `soak`, `check-config`).
-//! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops),
+//! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops,
+//!   applies reloads),
 //!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
 //!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
 //! - topology: [`topology`] (where a connect goes when the endpoint is not one address:
