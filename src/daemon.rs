@@ -597,6 +597,9 @@ async fn serve(
         })
     };
 
+    // This loop runs in the caller's task: in the binary that is the main thread under
+    // `block_on`, not a runtime worker, so parsing and building a new configuration of
+    // thousands of targets never delays the measuring loops.
     let mut sd = shutdown.clone();
     loop {
         let request = async {
