@@ -190,19 +190,19 @@ fn a_broken_configuration_is_rejected_whole_and_the_old_one_keeps_measuring() {
     let mut canary = Canary::start(&config("instance = \"test\"", &url, &[("a", "")]));
     canary.wait_ok("a", "write", 10.0);
 
-    // Two problems, one next to a password that must never be shown.
-    std::fs::write(
-        canary.path("canary.toml"),
-        config(
-            "instance = \"test\"",
-            &url,
-            &[
-                ("a", "rate = \"fast\""),
-                ("b", "password = \"hunter2\"\nkeyz = 5"),
-            ],
-        ),
-    )
-    .unwrap();
+    // Four problems, two of them about passwords that must never be shown.
+    let broken = config(
+        "instance = \"test\"",
+        &url,
+        &[
+            ("a", "rate = \"fast\""),
+            (
+                "b",
+                "password = \"swordfish\"\npassword_env = \"PW\"\nkeyz = 5",
+            ),
+        ],
+    ) + "\n[[targets]]\nname = \"c\"\nurl = \"redis://:hunter2@h:99999\"\n";
+    std::fs::write(canary.path("canary.toml"), &broken).unwrap();
     send_signal(canary.pid(), "HUP");
     wait_until(
         "config_last_reload_successful 0",
@@ -216,7 +216,15 @@ fn a_broken_configuration_is_rejected_whole_and_the_old_one_keeps_measuring() {
         .unwrap_or_else(|| panic!("no rejection line:\n{log}"));
     assert!(line.contains("targets[0].rate"), "{line}");
     assert!(line.contains("targets[1].keyz"), "{line}");
-    assert!(!log.contains("hunter2"), "{log}");
+    assert!(line.contains("targets[1].password"), "{line}");
+    assert!(
+        line.contains(r#"targets[2].url = \"redis://:****@h:99999\""#),
+        "{line}"
+    );
+    assert!(
+        !log.contains("hunter2") && !log.contains("swordfish"),
+        "{log}"
+    );
     assert!(canary.is_running());
     // Still measuring the old configuration, and only it.
     let m = canary.metrics();
@@ -228,7 +236,15 @@ fn a_broken_configuration_is_rejected_whole_and_the_old_one_keeps_measuring() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("targets[0].rate"), "{body}");
     assert!(body.contains("targets[1].keyz"), "{body}");
-    assert!(!body.contains("hunter2"), "{body}");
+    assert!(body.contains("more than one password source"), "{body}");
+    assert!(
+        body.contains(r#"targets[2].url = "redis://:****@h:99999""#),
+        "{body}"
+    );
+    assert!(
+        !body.contains("hunter2") && !body.contains("swordfish"),
+        "{body}"
+    );
     assert_eq!(canary.metrics().sum(RELOAD_OK, &[]), 0.0);
 
     // Fixed: applied, by SIGHUP again.
