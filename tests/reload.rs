@@ -218,7 +218,7 @@ fn a_broken_configuration_is_rejected_whole_and_the_old_one_keeps_measuring() {
     assert!(line.contains("targets[1].keyz"), "{line}");
     assert!(line.contains("targets[1].password"), "{line}");
     assert!(
-        line.contains(r#"targets[2].url = \"redis://:****@h:99999\""#),
+        line.contains(r#"targets[2].url = "redis://:****@h:99999""#),
         "{line}"
     );
     assert!(
