@@ -387,6 +387,38 @@ mod tests {
     }
 
     #[test]
+    fn only_keys_set_up_once_need_a_restart() {
+        let load = |env: &[(&str, &str)]| {
+            let args = crate::cli::CommonArgs {
+                targets: vec!["a=redis://h:1".into()],
+                ..Default::default()
+            };
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            crate::config::load_from(&args, &env).expect("valid")
+        };
+        let old = load(&[("REDIS_CANARY_INSTANCE", "i")]);
+        let same = load(&[
+            ("REDIS_CANARY_INSTANCE", "i"),
+            ("REDIS_CANARY_CLEANUP", "true"),
+            ("REDIS_CANARY_SHARD", "0/2"),
+        ]);
+        assert!(needs_restart(&old, &same).is_empty());
+        let new = load(&[
+            ("REDIS_CANARY_INSTANCE", "j"),
+            ("REDIS_CANARY_LISTEN", "127.0.0.1:1"),
+            ("REDIS_CANARY_LOG_FORMAT", "json"),
+            ("REDIS_CANARY_TELEMETRY__SAMPLE_RATIO", "0.5"),
+        ]);
+        assert_eq!(
+            needs_restart(&old, &new),
+            ["listen", "instance", "log_format", "telemetry"]
+        );
+    }
+
+    #[test]
     fn the_ordinal_is_the_trailing_number_after_a_dash() {
         assert_eq!(ordinal_of("redis-canary-0"), Some(0));
         assert_eq!(ordinal_of("web-12"), Some(12));
