@@ -137,12 +137,16 @@ fn a_reload_keeps_unchanged_counters_starts_added_restarts_changed_and_removes_g
             kept[series]
         );
     }
-    // And it kept measuring through the reload.
+    // And it kept measuring through the reload, without a gap or a failure.
     canary.wait_ok(
         "keep",
         "write",
         before[&("write".to_string(), "ok".to_string())] + 10.0,
     );
+    let m = canary.metrics();
+    assert_eq!(m.sum("redis_canary_skipped_ticks_total", &[t("keep")]), 0.0);
+    assert_eq!(m.sum(OPS, &[t("keep"), ("outcome", "failed")]), 0.0);
+    assert_eq!(m.sum(DISRUPTIONS, &[t("keep")]), 0.0);
     assert_eq!(after.sum(RELOAD_OK, &[]), 1.0);
     assert!(after.sum(RELOAD_AT, &[]) > first_load);
     assert_eq!(after.sum("redis_canary_shard_targets", &[]), 3.0);
@@ -269,4 +273,36 @@ fn a_broken_configuration_is_rejected_whole_and_the_old_one_keeps_measuring() {
     let (status, took) = canary.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_soak_does_not_reload_and_says_so() {
+    /// The soak process, killed and reaped however the test ends.
+    struct Soak(CanaryProcess);
+    impl Drop for Soak {
+        fn drop(&mut self) {
+            let _ = self.0.child.kill();
+            let _ = self.0.child.wait();
+        }
+    }
+    let dead = DeadAddr::new();
+    let toml = one_target_config("a", &dead.url(), "");
+    let mut soak = Soak(spawn_canary(
+        &["soak", "--duration", "60s"],
+        &toml,
+        &[],
+        &[],
+    ));
+    let (status, body) = http_request(soak.0.addr.port(), "POST", "/-/reload").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not available"), "{body}");
+    send_signal(soak.0.child.id(), "HUP");
+    let log = soak.0.dir.path().join("canary.log");
+    wait_until("the SIGHUP log line", Duration::from_secs(5), || {
+        read(&log).contains("SIGHUP received and ignored")
+    });
+    assert!(
+        soak.0.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the soak"
+    );
 }
