@@ -414,8 +414,12 @@ impl Fleet {
         for (i, index, t) in &to_start {
             match prepare_target(*i, t, &self.shared()) {
                 Ok(prepared) => self.start(t, prepared, *index, count),
-                // The trial passed a moment ago; a TLS file changed since.
-                Err(e) => failed.push(e.to_string()),
+                // The trial passed a moment ago; a TLS file changed since. The next reload
+                // tries it again (it is not running, so it counts as added).
+                Err(e) => {
+                    tracing::error!(target_name = %t.name, error = %e, "configuration reload: target not started");
+                    failed.push(e.to_string());
+                }
             }
         }
         let shard = new.shard;
