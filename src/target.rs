@@ -60,6 +60,11 @@ pub struct TargetState {
     /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
     pub(crate) episode_open: AtomicBool,
     pub backends: Mutex<Backends>,
+    /// `node` labels with series now (static, sentinel-listed or discovered nodes), so that
+    /// a target removed by a reload can take them all away.
+    pub(crate) node_labels: Mutex<std::collections::BTreeSet<String>>,
+    /// `sentinel` labels of a sentinel target's sentinels.
+    sentinel_labels: Vec<String>,
     pub last_error: Mutex<Option<LastError>>,
     pub(crate) last_bad_read_log_us: AtomicU64,
     pub(crate) last_internal_log_us: AtomicU64,
@@ -103,7 +108,9 @@ impl TargetState {
         let tracing = shared.tracing.clone();
         let s = &target.settings;
         let tm = metrics.target(&target.name);
-        let start = clock.unix_secs(0);
+        // The target's start: the process start, or the reload that added it (a target
+        // added later must not look as if it had not succeeded since the process began).
+        let start = clock.unix_secs(clock.now_us());
         for op in Op::ALL {
             tm.op(*op).last_success.set(start);
         }
@@ -112,6 +119,7 @@ impl TargetState {
         for node in &nodes {
             create_node_series(&tm, &target.name, &node.host_port());
         }
+        let node_labels = nodes.iter().map(Endpoint::host_port).collect();
         let nodes_auto = match &target.mode {
             crate::config::Mode::Sentinel(s) => s.nodes_auto,
             crate::config::Mode::Cluster(c) => c.nodes_auto,
@@ -161,6 +169,13 @@ impl TargetState {
             episodes: Mutex::new(Episodes::default()),
             episode_open: AtomicBool::new(false),
             backends: Mutex::new(Backends::default()),
+            node_labels: Mutex::new(node_labels),
+            sentinel_labels: match &target.mode {
+                crate::config::Mode::Standalone | crate::config::Mode::Cluster(_) => Vec::new(),
+                crate::config::Mode::Sentinel(s) => {
+                    s.sentinels.iter().map(|u| u.host_port()).collect()
+                }
+            },
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
             last_internal_log_us: AtomicU64::new(0),
@@ -206,6 +221,7 @@ impl TargetState {
 
     /// Creates the series of node `node` (`host:port`) at 0: a node followed from now on.
     pub(crate) fn add_node(&self, node: &str) {
+        self.lock_node_labels().insert(node.to_string());
         create_node_series(&self.metrics, &self.name, node);
     }
 
@@ -218,6 +234,27 @@ impl TargetState {
         self.metrics.node_up.remove(&label);
         self.metrics.replication_delay.remove(&label);
         self.metrics.replication_timeouts.remove(&label);
+        self.lock_node_labels().remove(node);
+    }
+
+    /// The label sets of this target's series that configuration does not fix (nodes,
+    /// backends, sentinels), for removing all its series once its loops have stopped.
+    pub fn open_series(&self) -> crate::metrics::OpenSeries {
+        let backends = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            // Everything counts as expired at the end of time.
+            .expire(u64::MAX, 0);
+        crate::metrics::OpenSeries {
+            nodes: self.lock_node_labels().iter().cloned().collect(),
+            backends,
+            sentinels: self.sentinel_labels.clone(),
+        }
+    }
+
+    fn lock_node_labels(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.node_labels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {

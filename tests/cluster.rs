@@ -837,9 +837,11 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
             1.0,
             "shard {l}"
         );
+        // Retries (5, backing off to 1.6 s) may outlast a 2-4 s outage: an operation of
+        // the shard either failed or recovered, none went through untouched.
         assert!(
-            shard_ops(&m, l, "failed") > 0.0,
-            "shard {l}: nothing failed"
+            shard_ops(&m, l, "failed") + shard_ops(&m, l, "recovered") > 0.0,
+            "shard {l}: no operation was affected"
         );
         let episode = shard_metric(&m, cnames::SHARD_EPISODE_SUM, l);
         assert!(

@@ -4,8 +4,8 @@
 //! receives them, and resolves them after recovery; every query of the Grafana dashboard
 //! returns data from that Prometheus, except the Sentinel and Cluster ones, which stay
 //! empty for that standalone target and show a Sentinel or Cluster target's series under
-//! promtool; the Kubernetes manifests (base, keydb-haproxy, redis-sentinel and
-//! redis-cluster overlays) build with `kubectl
+//! promtool; the Kubernetes manifests (base, keydb-haproxy, redis-sentinel, redis-cluster
+//! and sharded overlays) build with `kubectl
 //! kustomize` and validate against the Kubernetes schemas; and the copies that
 //! `deploy/kubernetes/sync.sh` makes are identical to their sources.
 
@@ -1449,6 +1449,118 @@ fn kustomize_redis_cluster_overlay_builds_validates_and_watches_the_cluster_from
         ok,
         "check-config rejected the overlay's canary.toml:\n{out}{err}"
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_kubectl, have_kubernetes_validate)),
+    ignore = "needs kubectl, kubernetes-validate (not installed: scripts/install-deps)"
+)]
+fn kustomize_sharded_overlay_runs_a_statefulset_whose_pods_share_every_target_once() {
+    let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
+    let validator = kubernetes_validate();
+    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/sharded");
+    validate(&validator, &yaml);
+    let overlay = yaml_to_json(&validator, &yaml);
+    assert!(!overlay.iter().any(|o| o["kind"] == "Deployment"));
+    let sts = find(&overlay, "StatefulSet", "redis-canary");
+    // The base's checks hold for the StatefulSet's pod template as for the Deployment's
+    // (the headless Service last, so that the base's Service is the one they find: the
+    // order of objects differs between kustomize versions).
+    let mut as_deployment: Vec<Value> = overlay
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if o["kind"] == "StatefulSet" {
+                o["kind"] = "Deployment".into();
+            }
+            o
+        })
+        .collect();
+    as_deployment.sort_by_key(|o| o["metadata"]["name"] == "redis-canary-headless");
+    let pod_labels = check_canary_deployment(&as_deployment);
+    check_base_objects(&as_deployment, &pod_labels);
+
+    // N replicas named by a headless Service, each told its share by its ordinal.
+    let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "{replicas}");
+    let headless = find(&overlay, "Service", "redis-canary-headless");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert!(selects(&headless["spec"]["selector"], &pod_labels));
+    assert_eq!(sts["spec"]["serviceName"], headless["metadata"]["name"]);
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    let shard = env
+        .iter()
+        .find(|e| e["name"] == "REDIS_CANARY_SHARD")
+        .expect("REDIS_CANARY_SHARD");
+    assert_eq!(shard["value"], format!("ordinal/{replicas}"));
+
+    // Every pod scraped once: the ServiceMonitor selects one Service only, not the
+    // headless one (which would scrape every pod a second time).
+    let sm = find(&overlay, "ServiceMonitor", "redis-canary");
+    let selected: Vec<&Value> = overlay
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .filter(|o| {
+            selects(
+                &sm["spec"]["selector"]["matchLabels"],
+                &o["metadata"]["labels"],
+            )
+        })
+        .collect();
+    assert_eq!(selected.len(), 1, "{selected:?}");
+    assert!(selects(&selected[0]["spec"]["selector"], &pod_labels));
+
+    // The pods' shares cover every target exactly once, none empty.
+    let config = find(&overlay, "ConfigMap", "redis-canary-config");
+    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
+    let targets = check_canary_config(toml_text);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("canary.toml");
+    std::fs::write(&file, toml_text).expect("writing config");
+    let mut owned = Vec::new();
+    for ordinal in 0..replicas {
+        let (ok, out, err) = run(Command::new(canary_bin())
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .env("REDIS_CANARY_SHARD", format!("{ordinal}/{replicas}")));
+        assert!(ok, "{out}{err}");
+        let share: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("#   "))
+            .map(str::to_string)
+            .collect();
+        assert!(!share.is_empty(), "pod {ordinal} would run no target");
+        owned.extend(share);
+    }
+    owned.sort();
+    let mut names: Vec<String> = targets
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(owned, names);
+
+    // Nothing doubles with several replicas: every alert on the canary's per-target
+    // series aggregates by target (and namespace, job), never per pod.
+    let rules = yaml_to_json(&validator, &repo_file("alerts/redis-canary.rules.yml"));
+    let mut checked = 0;
+    for group in rules[0]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            if expr.contains("redis_canary_") {
+                checked += 1;
+                assert!(
+                    expr.contains("by (namespace, job, target"),
+                    "{}: {expr}",
+                    rule["alert"]
+                );
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} rules on canary series");
 }
 
 // ------------------------------------------------------------------------------------

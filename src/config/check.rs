@@ -53,6 +53,7 @@ impl Checker<'_> {
         let mut instance = None;
         let mut log_format = LogFormat::Text;
         let mut cleanup = false;
+        let mut shard = None;
         let mut defaults = SettingsLayer::default();
         let mut slo = SloLayer::default();
         let mut telemetry = Telemetry::default();
@@ -88,6 +89,14 @@ impl Checker<'_> {
                     None => {}
                 },
                 "cleanup" => cleanup = self.boolean(key, value).unwrap_or(cleanup),
+                "shard" => {
+                    if let Some(text) = self.text(key, value) {
+                        match crate::fleet::Shard::parse(text, || self.hostname()) {
+                            Ok(s) => shard = Some(s),
+                            Err(message) => self.report(key, value, message),
+                        }
+                    }
+                }
                 "defaults" => {
                     if let Some(dict) = self.table(key, value) {
                         defaults = self.settings_table(key, dict);
@@ -142,6 +151,7 @@ impl Checker<'_> {
             instance,
             log_format,
             cleanup,
+            shard,
             telemetry,
             targets,
             ignored_env,

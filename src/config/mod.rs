@@ -67,6 +67,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "instance",
     "log_format",
     "cleanup",
+    "shard",
     "defaults",
     "slo",
     "telemetry",
@@ -177,6 +178,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether to `DEL` the canary's own keys on shutdown.
     pub cleanup: bool,
+    /// `shard = "INDEX/COUNT"`: run only the targets this replica owns (DESIGN §14);
+    /// `None` runs them all.
+    pub shard: Option<crate::fleet::Shard>,
     /// OpenTelemetry export.
     pub telemetry: Telemetry,
     /// The endpoints to measure; never empty.

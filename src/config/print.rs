@@ -41,6 +41,8 @@ struct ConfigView<'a> {
     instance: &'a str,
     log_format: LogFormat,
     cleanup: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
     telemetry: TelemetryView<'a>,
     targets: Vec<TargetView<'a>>,
 }
@@ -136,6 +138,7 @@ impl Config {
             instance: &self.instance,
             log_format: self.log_format,
             cleanup: self.cleanup,
+            shard: self.shard.map(|s| s.to_string()),
             telemetry: TelemetryView {
                 otlp_endpoint: self.telemetry.otlp_endpoint.as_deref().unwrap_or(""),
                 sample_ratio: self.telemetry.sample_ratio,

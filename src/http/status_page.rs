@@ -34,13 +34,10 @@ pub fn format_unix(secs: f64) -> String {
 
 /// The whole page.
 pub(super) fn render(state: &AppState) -> String {
-    let internal: Vec<u64> = state
-        .targets
-        .iter()
-        .map(|t| t.metrics.internal_total())
-        .collect();
+    let targets = state.targets();
+    let internal: Vec<u64> = targets.iter().map(|t| t.metrics.internal_total()).collect();
     let internal_total: u64 = internal.iter().sum();
-    let mut p = String::with_capacity(4096 + 512 * state.targets.len());
+    let mut p = String::with_capacity(4096 + 512 * targets.len());
     let _ = write!(
         p,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>redis-canary</title>\
@@ -55,7 +52,7 @@ pub(super) fn render(state: &AppState) -> String {
         escape(&state.instance),
         if internal_total == 0 { "ok" } else { "warn" },
     );
-    for (t, internal) in state.targets.iter().zip(internal) {
+    for (t, internal) in targets.iter().zip(internal) {
         let m = &t.metrics;
         let counts = |op: Op| {
             let o = m.op(op);

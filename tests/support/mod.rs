@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub use canary::{
     Canary, CanaryProcess, canary_bin, canary_listen_addr, spawn_canary, spawn_canary_in,
 };
-pub use http::{HttpRecorder, Request, http_get};
+pub use http::{HttpRecorder, Request, http_get, http_request};
 pub use ports::{DeadAddr, ReservedPort, free_port, logged_addr, reserve_port};
 pub use redis::{Client, RedisServer, redis_server_bin};
 
