@@ -17,8 +17,8 @@ use crate::schedule::Run;
 use crate::shutdown::Shutdown;
 use crate::target::TargetState;
 use crate::telemetry::TryRecord;
-use crate::topology::cluster::Cluster;
 use crate::topology::cluster::map::Addr;
+use crate::topology::cluster::{self, Cluster};
 
 /// The tries of one operation, kept only while tracing is on (`None` costs nothing).
 pub(crate) type Tries = Option<Vec<TryRecord>>;
@@ -31,6 +31,15 @@ pub(crate) struct Request<'a> {
     pub(crate) max_retries: u32,
     /// The slot of the key (cluster targets): where the request goes.
     pub(crate) slot: Option<u16>,
+}
+
+/// What one attempt sends: the command, what reply counts as success, and whether an `ASK`
+/// redirect asked for `ASKING` first.
+#[derive(Clone, Copy)]
+pub(crate) struct Command<'a> {
+    pub(crate) args: &'a [&'a [u8]],
+    pub(crate) accept: fn(&Reply) -> bool,
+    pub(crate) asking: bool,
 }
 
 /// Most `MOVED`/`ASK` redirects one operation follows, as cluster clients bound them: a
@@ -181,13 +190,12 @@ impl TargetState {
             let Some(conn) = slot.conn.as_mut() else {
                 continue; // connected just above
             };
-            let a = if std::mem::take(&mut asking) {
-                self.asking(conn, op, args, accept, tries, shard.as_ref())
-                    .await
-            } else {
-                self.attempt(conn, op, args, accept, tries, shard.as_ref())
-                    .await
+            let cmd = Command {
+                args,
+                accept,
+                asking: std::mem::take(&mut asking),
             };
+            let a = self.attempt(conn, op, cmd, tries, shard.as_ref()).await;
             match a.reply {
                 Ok(reply) => {
                     let backend = conn.backend.clone();
@@ -235,7 +243,7 @@ impl TargetState {
                     if let (Some(c), Some(route)) = (cluster, route.as_mut()) {
                         match result {
                             ResultKind::Moved | ResultKind::Ask if redirects < MAX_REDIRECTS => {
-                                if let Some((s, addr)) = crate::topology::cluster::redirect(&e) {
+                                if let Some((s, addr)) = cluster::redirect(&e) {
                                     redirects += 1;
                                     if result == ResultKind::Moved {
                                         c.moved(s, addr.clone());
@@ -290,64 +298,37 @@ impl TargetState {
         result
     }
 
-    /// `ASKING`, then the attempt: what an `ASK` redirect asks for. A failed `ASKING` is
-    /// the attempt's result.
-    async fn asking(
-        &self,
-        conn: &mut Conn,
-        op: Op,
-        args: &[&[u8]],
-        accept: fn(&Reply) -> bool,
-        tries: &mut Tries,
-        shard: Option<&Arc<str>>,
-    ) -> Attempt {
-        let sent = Instant::now();
-        match conn
-            .call(
-                crate::topology::cluster::ASKING,
-                self.reply_limit,
-                self.settings.response_timeout,
-            )
-            .await
-        {
-            Ok(r) if crate::topology::cluster::is_ok(&r) => {
-                self.attempt(conn, op, args, accept, tries, shard).await
-            }
-            other => {
-                let err = match other {
-                    Ok(_) => ConnError::Unexpected("ASKING"),
-                    Err(e) => e,
-                };
-                let observed = Instant::now();
-                let result = err.result();
-                self.metrics.op(op).attempt(result).inc();
-                let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
-                self.try_failed(op, sent_us, observed_us, result, &err, shard);
-                Attempt {
-                    reply: Err(err),
-                    sent_us,
-                    observed_us,
-                }
-            }
-        }
-    }
-
     /// One attempt on an open connection: send, wait for the reply under the response
     /// timeout, classify, and record it in the metrics, the episodes and the soak stats.
+    /// `asking`: an `ASK` redirect sent it here, so `ASKING` goes first (the command only
+    /// once it said OK; a failed `ASKING` is the attempt's result).
     pub(crate) async fn attempt(
         &self,
         conn: &mut Conn,
         op: Op,
-        args: &[&[u8]],
-        accept: fn(&Reply) -> bool,
+        cmd: Command<'_>,
         tries: &mut Tries,
         shard: Option<&Arc<str>>,
     ) -> Attempt {
+        let Command {
+            args,
+            accept,
+            asking,
+        } = cmd;
         let m = self.metrics.op(op);
         let sent = Instant::now();
-        let reply = conn
-            .call(args, self.reply_limit, self.settings.response_timeout)
-            .await;
+        let (limit, timeout) = (self.reply_limit, self.settings.response_timeout);
+        let reply = async {
+            if asking {
+                match conn.call(cluster::ASKING, limit, timeout).await {
+                    Ok(r) if cluster::is_ok(&r) => {}
+                    Ok(_) => return Err(ConnError::Unexpected("ASKING")),
+                    Err(e) => return Err(e),
+                }
+            }
+            conn.call(args, limit, timeout).await
+        }
+        .await;
         let observed = Instant::now();
         let took = observed.duration_since(sent);
         let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
