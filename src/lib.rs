@@ -35,6 +35,7 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod episode;
+pub mod history;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
