@@ -20,7 +20,8 @@
 //!   [`tls`] (rustls for `rediss://`).
 //! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
-//!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
+//!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times), [`history`] (bounded rings of
+//!   per-interval aggregates and the last day's episodes, for the status page and API),
 //!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
 //!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, Target};
 use crate::conn::Endpoint;
 use crate::episode::Episodes;
+use crate::history::History;
 use crate::ledger::{Acked, Ledger};
 use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
 use crate::op::Op;
@@ -59,6 +60,8 @@ pub struct TargetState {
     /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
     pub(crate) episode_open: AtomicBool,
     pub backends: Mutex<Backends>,
+    /// Bounded history for the status page and `/api/v1/status` (DESIGN §13).
+    pub history: Mutex<History>,
     pub last_error: Mutex<Option<LastError>>,
     pub(crate) last_bad_read_log_us: AtomicU64,
     pub(crate) last_internal_log_us: AtomicU64,
@@ -144,6 +147,7 @@ impl TargetState {
             episodes: Mutex::new(Episodes::default()),
             episode_open: AtomicBool::new(false),
             backends: Mutex::new(Backends::default()),
+            history: Mutex::new(History::new()),
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
             last_internal_log_us: AtomicU64::new(0),
@@ -189,6 +193,11 @@ impl TargetState {
 
     pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the history (a short lock: it is on the measuring path).
+    pub(crate) fn with_history(&self, f: impl FnOnce(&mut History)) {
+        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     pub(crate) fn with_stats(&self, f: impl FnOnce(&mut Stats)) {
