@@ -20,9 +20,10 @@
 //!   [`tls`] (rustls for `rediss://`).
 //! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
-//!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times), [`history`] (bounded rings of
-//!   per-interval aggregates and the last day's episodes, for the status page and API),
-//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms).
+//!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
+//!   [`history`] (bounded rings of per-interval aggregates and the last day's episodes, for
+//!   the status page and API), [`backend`] (who answered), [`stats`] (soak counts and
+//!   HdrHistograms), [`svg`] (charts for the status page and the HTML report).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
 //!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
 //!   [`shutdown`], [`clock`].
@@ -50,6 +51,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod soak;
 pub mod stats;
+pub mod svg;
 pub mod target;
 pub mod telemetry;
 pub mod tls;
