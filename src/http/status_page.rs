@@ -50,7 +50,7 @@ table{border-collapse:collapse;width:100%;font-size:.9em}td,th{padding:.25em .6e
 .target{border:1px solid #ccc;border-radius:6px;padding:.8em;margin:1em 0}\
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,560px),1fr));gap:1em}\
 .kpis{display:flex;flex-wrap:wrap;gap:1.5em;margin:.4em 0}.kpi b{display:block;font-size:1.4em}\
-svg{width:100%;height:auto;max-width:100%}code{word-break:break-all}\
+svg{width:100%;height:auto;max-width:100%}code{word-break:break-all}td code{white-space:nowrap;word-break:normal}\
 .badge{padding:.1em .5em;border-radius:4px;color:#fff}.badge.ok{background:#2a7d2a}.badge.bad{background:#b00}";
 
 /// The whole page.
@@ -309,10 +309,12 @@ fn backends_and_nodes(p: &mut String, v: &TargetView) {
         );
         let _ = write!(
             p,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&id.role),
             escape(&id.addr),
             escape(&id.run_id),
+            // 12 hex digits tell run_ids apart at a glance; the whole one is on hover.
+            escape(id.run_id.get(..12).unwrap_or(&id.run_id)),
             escape(&id.version),
             format_unix(b.first_seen_unix),
             format_unix(b.last_seen_unix),
