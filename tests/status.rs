@@ -175,6 +175,9 @@ struct MarkupServer {
 
 const MARKUP: &str = "<script>alert(1)</script>";
 
+/// The password in the target's URL, which the canary sends in its AUTH.
+const SECRET: &str = "hunter2-status-secret";
+
 impl MarkupServer {
     fn start() -> MarkupServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
@@ -248,11 +251,11 @@ impl Drop for MarkupServer {
 }
 
 #[test]
-fn a_server_error_with_markup_is_shown_escaped() {
+fn a_server_error_with_markup_is_shown_escaped_and_the_password_masked() {
     let server = MarkupServer::start();
     let canary = Canary::start(&one_target_config(
         "hostile",
-        &format!("redis://127.0.0.1:{}", server.port),
+        &format!("redis://:{SECRET}@127.0.0.1:{}", server.port),
         "",
     ));
     wait_until(
@@ -274,4 +277,10 @@ fn a_server_error_with_markup_is_shown_escaped() {
     );
     // The page's own script is the refresh, nothing else.
     assert_eq!(page.matches("<script>").count(), 1);
+    // The password sent to the server is masked everywhere.
+    let (_, api) = canary.get("/api/v1/status");
+    for text in [&page, &api] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    assert!(api.contains("redis://:****@127.0.0.1"), "{api}");
 }
