@@ -9,8 +9,8 @@
 use std::fmt::Write as _;
 
 use super::AppState;
-use super::api::{EpisodeView, LATENCY_WINDOW, TargetView};
-use crate::history::Point;
+use super::api::{EpisodeView, LATENCY_WINDOW, SeriesPoint, TargetView};
+use crate::history::{FINE_SLOTS, FINE_US, Point};
 use crate::op::Op;
 use crate::svg;
 
@@ -192,6 +192,40 @@ fn spans(v: &TargetView, now: f64) -> Vec<svg::Span> {
         .collect()
 }
 
+/// p50 and p99 of `points` over the last `window` seconds on a log axis, `spans` shaded; a
+/// gap where no operation finished (NaN breaks the line).
+fn latency_chart(
+    title: &str,
+    points: &[SeriesPoint],
+    window: f64,
+    spans: Vec<svg::Span>,
+    now: f64,
+) -> String {
+    let series =
+        |name: &str, color: &str, q: fn(&Point) -> Option<std::time::Duration>| svg::Series {
+            name: name.into(),
+            color: color.into(),
+            points: points
+                .iter()
+                .map(|s| {
+                    (
+                        s.start_unix,
+                        q(&s.point).map_or(f64::NAN, |d| d.as_secs_f64()),
+                    )
+                })
+                .collect(),
+        };
+    let mut chart = svg::LineChart::new(title, svg::Unit::Seconds);
+    chart.scale = svg::Scale::Log;
+    chart.frame.x_range = Some((now - window, now));
+    chart.series = vec![
+        series("p50", "#1f77b4", Point::p50),
+        series("p99", "#ff7f0e", Point::p99),
+    ];
+    chart.spans = spans;
+    chart.render()
+}
+
 fn target_section(p: &mut String, v: &TargetView, now: f64) {
     let (class, state_text) = if v.disrupted {
         ("bad", "DISRUPTED")
@@ -219,34 +253,20 @@ fn target_section(p: &mut String, v: &TargetView, now: f64) {
         v.disruptions,
         last_error_text(v),
     );
-    // Latency: a gap where nothing finished (NaN breaks the line).
-    let series =
-        |name: &str, color: &str, q: fn(&Point) -> Option<std::time::Duration>| svg::Series {
-            name: name.into(),
-            color: color.into(),
-            points: v
-                .latency
-                .iter()
-                .map(|s| {
-                    (
-                        s.start_unix,
-                        q(&s.point).map_or(f64::NAN, |d| d.as_secs_f64()),
-                    )
-                })
-                .collect(),
-        };
-    let mut chart = svg::LineChart::new(
+    p.push_str(&latency_chart(
         "operation latency, last 15 min (10 s intervals; shaded: episodes)",
-        svg::Unit::Seconds,
-    );
-    chart.scale = svg::Scale::Log;
-    chart.frame.x_range = Some((now - LATENCY_WINDOW.as_secs_f64(), now));
-    chart.series = vec![
-        series("p50", "#1f77b4", Point::p50),
-        series("p99", "#ff7f0e", Point::p99),
-    ];
-    chart.spans = spans(v, now);
-    p.push_str(&chart.render());
+        &v.latency,
+        LATENCY_WINDOW.as_secs_f64(),
+        spans(v, now),
+        now,
+    ));
+    p.push_str(&latency_chart(
+        "the last 3 min (1 s intervals)",
+        &v.recent,
+        (FINE_SLOTS as u64 * FINE_US) as f64 / 1e6,
+        spans(v, now),
+        now,
+    ));
     p.push_str("</div><div>");
     let timeline = svg::Timeline::new("episodes, last 24 h", (now - 86_400.0, now), spans(v, now));
     p.push_str(&timeline.render());
