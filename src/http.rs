@@ -1,5 +1,6 @@
 //! The HTTP endpoints of DESIGN §5: `/metrics` (OpenMetrics, or Prometheus text on request),
-//! `/healthz`, `/readyz`, the `/` status page, `POST /-/reload` (DESIGN §14), 404 otherwise.
+//! `/healthz`, `/readyz`, the `/` status page and its JSON twin `/api/v1/status` (DESIGN
+//! §13), `POST /-/reload` (DESIGN §14), 404 otherwise.
 //!
 //! The server runs on an OS thread of its own with a current-thread Tokio runtime
 //! ([`spawn`]): encoding `/metrics` (23.5 MB at 1,000 targets) never runs on the runtime
@@ -34,7 +35,10 @@ use crate::metrics::{Metrics, to_prometheus_text};
 use crate::shutdown::{ReloadOutcome, ReloadRequest, Shutdown};
 use crate::target::TargetState;
 
+mod api;
 mod status_page;
+
+pub use api::{SCHEMA as STATUS_SCHEMA, TargetView};
 
 pub use status_page::{escape, format_unix};
 
@@ -480,6 +484,7 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => healthz(state),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/" => html(status_page::render(state)),
+        "/api/v1/status" => json(api::render(state)),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -584,6 +589,14 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static headers are valid")
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
         .expect("static headers are valid")
 }
 

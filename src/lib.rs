@@ -22,7 +22,9 @@
 //! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
 //!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
-//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms), [`fleet`]
+//!   [`history`] (bounded rings of per-interval aggregates and the last day's episodes, for
+//!   the status page and API), [`backend`] (who answered), [`stats`] (soak counts and
+//!   HdrHistograms), [`svg`] (charts for the status page and the HTML report), [`fleet`]
 //!   (which replica owns a target, what a reload changes).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
 //!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
@@ -38,6 +40,7 @@ pub mod conn;
 pub mod daemon;
 pub mod episode;
 pub mod fleet;
+pub mod history;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
@@ -51,6 +54,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod soak;
 pub mod stats;
+pub mod svg;
 pub mod target;
 pub mod telemetry;
 pub mod tls;

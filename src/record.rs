@@ -42,6 +42,7 @@ impl TargetState {
             self.episode_open.store(ep.is_open(), Ordering::Relaxed);
             started
         };
+        self.with_history(|h| h.failure(observed_us, started.map(|s| s.start_us), result));
         if let Some(s) = started {
             self.metrics.disruptions.inc();
             self.metrics.disrupted.set(1);
@@ -95,6 +96,7 @@ impl TargetState {
             ended
         };
         if let Some(e) = ended {
+            self.with_history(|h| h.episode_ended(&e));
             let secs = e.duration_secs();
             self.metrics.disrupted.set(0);
             self.metrics.disruption_duration.observe(secs);
@@ -124,6 +126,7 @@ impl TargetState {
             ep.close_at(now)
         };
         if let Some(e) = ended {
+            self.with_history(|h| h.episode_ended(&e));
             tracing::warn!(
                 target_name = %self.name,
                 duration_seconds = format_args!("{:.3}", e.duration_secs()),
@@ -219,6 +222,7 @@ impl TargetState {
         m.operation_duration
             .observe(took.as_secs_f64(), exemplar, None);
         self.with_stats(|s| s.operation(op, outcome, took));
+        self.with_history(|h| h.operation(self.clock.us_of(end), outcome, took));
     }
 
     pub(crate) fn record_verdict(
@@ -230,6 +234,7 @@ impl TargetState {
     ) {
         self.metrics.op(op).read(verdict).inc();
         self.with_stats(|s| s.verdict(verdict, backend));
+        self.with_history(|h| h.verdict(self.clock.now_us(), verdict));
         if matches!(verdict, Verdict::Fresh | Verdict::Lagging) {
             return;
         }

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, Target};
 use crate::conn::Endpoint;
 use crate::episode::Episodes;
+use crate::history::History;
 use crate::ledger::{Acked, Ledger};
 use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
 use crate::op::Op;
@@ -65,6 +66,8 @@ pub struct TargetState {
     pub(crate) node_labels: Mutex<std::collections::BTreeSet<String>>,
     /// `sentinel` labels of a sentinel target's sentinels.
     sentinel_labels: Vec<String>,
+    /// Bounded history for the status page and `/api/v1/status` (DESIGN §13).
+    pub history: Mutex<History>,
     pub last_error: Mutex<Option<LastError>>,
     pub(crate) last_bad_read_log_us: AtomicU64,
     pub(crate) last_internal_log_us: AtomicU64,
@@ -176,6 +179,7 @@ impl TargetState {
                     s.sentinels.iter().map(|u| u.host_port()).collect()
                 }
             },
+            history: Mutex::new(History::new()),
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
             last_internal_log_us: AtomicU64::new(0),
@@ -259,6 +263,11 @@ impl TargetState {
 
     pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the history (a short lock: it is on the measuring path).
+    pub(crate) fn with_history(&self, f: impl FnOnce(&mut History)) {
+        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     pub(crate) fn with_stats(&self, f: impl FnOnce(&mut Stats)) {

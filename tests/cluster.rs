@@ -613,6 +613,25 @@ fn a_killed_master_is_one_episode_of_its_shard_as_long_as_the_failover_and_the_o
     assert_eq!(verdict(&m, "corrupt"), 0.0);
     assert_eq!(verdict(&m, "stale"), 0.0);
 
+    // The status API and page say which shard hurt, with the same numbers.
+    let (code, body) = http_get(soak.port, "/api/v1/status", None).expect("status API");
+    assert_eq!(code, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let api_t = &api["targets"][0];
+    assert_eq!(api_t["mode"], "cluster", "{api_t}");
+    assert_eq!(api_t["slots_covered"], 16384, "{api_t}");
+    let api_shards = api_t["shards"].as_array().expect("shards");
+    assert_eq!(api_shards.len(), 3, "{api_t}");
+    for row in api_shards {
+        let hit = row["shard"] == shard.as_str();
+        assert_eq!(row["disruptions"], u64::from(hit), "{row}");
+        assert_eq!(row["state"], "ok", "{row}");
+        assert_eq!(row["slots"].as_u64().map(|n| n > 5000), Some(true), "{row}");
+    }
+    let (_, page) = http_get(soak.port, "/", None).expect("status page");
+    assert_eq!(page.matches("<tr class=\"shard\">").count(), 3, "{page}");
+    assert!(page.contains(&format!("<code>{shard}</code>")), "{page}");
+
     // The soak report: a row per shard with the same numbers.
     let r = soak.finish(Duration::from_secs(30));
     let t = r.target(TARGET);
