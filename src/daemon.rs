@@ -185,7 +185,7 @@ pub async fn run(
     with_stats: bool,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
     let clock = Clock::new();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_profile(config.metrics_profile));
     let tracing = Tracing::start(
         config.telemetry.otlp_endpoint.as_deref(),
         config.telemetry.sample_ratio,

@@ -52,6 +52,7 @@ impl Checker<'_> {
         let mut instance = None;
         let mut log_format = LogFormat::Text;
         let mut cleanup = false;
+        let mut metrics_profile = crate::metrics::MetricsProfile::default();
         let mut defaults = SettingsLayer::default();
         let mut slo = SloLayer::default();
         let mut telemetry = Telemetry::default();
@@ -87,6 +88,14 @@ impl Checker<'_> {
                     None => {}
                 },
                 "cleanup" => cleanup = self.boolean(key, value).unwrap_or(cleanup),
+                "metrics_profile" => {
+                    if let Some(text) = self.text(key, value) {
+                        match crate::metrics::MetricsProfile::parse(text) {
+                            Some(profile) => metrics_profile = profile,
+                            None => self.report(key, value, "expected \"full\" or \"lean\""),
+                        }
+                    }
+                }
                 "defaults" => {
                     if let Some(dict) = self.table(key, value) {
                         defaults = self.settings_table(key, dict);
@@ -141,6 +150,7 @@ impl Checker<'_> {
             instance,
             log_format,
             cleanup,
+            metrics_profile,
             telemetry,
             targets,
             ignored_env,

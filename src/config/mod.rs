@@ -66,6 +66,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "instance",
     "log_format",
     "cleanup",
+    "metrics_profile",
     "defaults",
     "slo",
     "telemetry",
@@ -168,6 +169,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether to `DEL` the canary's own keys on shutdown.
     pub cleanup: bool,
+    /// How much `/metrics` exports per target (README "Sizing").
+    pub metrics_profile: crate::metrics::MetricsProfile,
     /// OpenTelemetry export.
     pub telemetry: Telemetry,
     /// The endpoints to measure; never empty.

@@ -41,6 +41,7 @@ struct ConfigView<'a> {
     instance: &'a str,
     log_format: LogFormat,
     cleanup: bool,
+    metrics_profile: crate::metrics::MetricsProfile,
     telemetry: TelemetryView<'a>,
     targets: Vec<TargetView<'a>>,
 }
@@ -125,6 +126,7 @@ impl Config {
             instance: &self.instance,
             log_format: self.log_format,
             cleanup: self.cleanup,
+            metrics_profile: self.metrics_profile,
             telemetry: TelemetryView {
                 otlp_endpoint: self.telemetry.otlp_endpoint.as_deref().unwrap_or(""),
                 sample_ratio: self.telemetry.sample_ratio,
