@@ -11,7 +11,7 @@ For each N given (default 1,000 and 5,000) and each metrics profile given (defau
             transient of its own), open fds
   scrape    three timed scrapes back to back with `curl -w` (Prometheus' Accept header):
             bytes, series (sample lines), time_total; the canary's CPU per scrape
-  scraped   SECONDS with one scrape every 10 s (the ServiceMonitor's interval): operation and
+  scraped   SCRAPED_SECONDS with one scrape every 10 s (the ServiceMonitor's interval): operation and
             attempt latency shares above 10 / 50 ms and skipped ticks, against the quiet window
 
 `skipped_ticks_total` is summed over the whole run (must be 0). The soft fd limit is raised to
@@ -19,7 +19,8 @@ the hard one (root may raise both) before the canary starts; each target holds a
 connections.
 
     bench/scale.py [--targets 1000,5000] [--profiles full,lean] [--seconds 120]
-                   [--warmup 20] [--out FILE.json] BINARY
+                   [--warmup 20] [--scraped-seconds 60] [--connections 2]
+                   [--out FILE.json] BINARY
 
 Python 3.11, standard library only; every process started is reaped (benchlib.Procs).
 """
@@ -62,11 +63,12 @@ def raise_fd_limit(want: int) -> tuple[int, int]:
     return hard, hard
 
 
-def config(n: int, servers: list[Redis], profile: str) -> str:
+def config(n: int, servers: list[Redis], profile: str, connections: int) -> str:
     lines = [f'instance = "bench-scale-{n}"']
     if profile != "full":  # the default: a binary without the key still runs
         lines.append(f'metrics_profile = "{profile}"')
-    lines += ["", "[defaults]", "rate = 1", 'connect_probe_interval = "10s"']
+    lines += ["", "[defaults]", "rate = 1", 'connect_probe_interval = "10s"',
+              f"connections = {connections}"]  # fmt: skip
     for i in range(n):
         url = servers[(i // PER_SERVER) % len(servers)].url()
         lines += ["", "[[targets]]", f'name = "t{i}"', f'url = "{url}"']
@@ -108,8 +110,9 @@ def lat(m1, m0) -> dict:
 
 
 def measure(procs: Procs, binary: Path, n: int, servers, profile: str, seconds: float,
-            warmup: float) -> dict:  # fmt: skip
-    canary = Canary(procs, binary, f"scale-{n}-{profile}", config(n, servers, profile),
+            warmup: float, scraped_seconds: float, connections: int) -> dict:  # fmt: skip
+    canary = Canary(procs, binary, f"scale-{n}-{profile}",
+                    config(n, servers, profile, connections),
                     ready_within=120)  # fmt: skip
     try:
         time.sleep(warmup)
@@ -130,7 +133,7 @@ def measure(procs: Procs, binary: Path, n: int, servers, profile: str, seconds: 
         m0 = parse_metrics((procs.workdir / f"metrics-{n}-{profile}-{ok[-1]}.txt").read_text()
                            if ok else "")  # fmt: skip
         cpu = CpuWindow({"canary": canary.pid}).start()
-        t_end = time.monotonic() + seconds
+        t_end = time.monotonic() + scraped_seconds
         timed = []
         for i in range(1000):  # one scrape every 10 s, bounded
             if time.monotonic() >= t_end:
@@ -148,12 +151,15 @@ def measure(procs: Procs, binary: Path, n: int, servers, profile: str, seconds: 
         # The quiet window's latency: from the start of the run to the first scrape (m0).
         zero = []
         alive = canary.proc.alive()
+        fds_end = len(os.listdir(f"/proc/{canary.pid}/fd"))
     finally:
         canary.stop()
     wall_scraped = scraped["wall_seconds"]
     done = ops_total(m1) - ops_total(m0)
     return {
         "targets": n, "profile": profile, "seconds": seconds, "warmup_s": warmup,
+        "scraped_seconds": scraped_seconds, "connections": connections,
+        "open_fds_end": fds_end, "internal_errors_total": msum(m1, "redis_canary_internal_errors_total"),
         "loadavg_start": load0, "loadavg_end": loadavg(),
         "quiet": {"cpu": quiet, "vmrss_kib": rss, "vmhwm_kib": hwm, "open_fds": fds,
                   "latency_since_start": lat(m0, zero)},
@@ -178,7 +184,7 @@ def summary(r: dict) -> str:
         f"{r['targets']} targets, {r['profile']}: CPU {q['cpu']['cpu_percent']:.1f} % quiet, "
         f"{s['cpu']['cpu_percent']:.1f} % with a scrape every 10 s; VmRSS {q['vmrss_kib'] / 1024:.1f} MiB, "
         f"VmHWM {q['vmhwm_kib'] / 1024:.1f} MiB ({r['vmhwm_kib_after_scrapes'] / 1024:.1f} after 3 scrapes); "
-        f"fds {q['open_fds']}; skipped ticks {r['skipped_ticks_total']:.0f}; "
+        f"fds {q['open_fds']}, {r['open_fds_end']} at the end; internal errors {r['internal_errors_total']:.0f}; skipped ticks {r['skipped_ticks_total']:.0f}; "
         f"/metrics {sc[0]['bytes'] / 1e6:.2f} MB, {sc[0]['series']} series, "
         f"curl time_total {ms(sc, 'time_total_s')} ms (exit {[x['curl_exit'] for x in sc]}; "
         f"{sum(x['curl_exit'] != 0 for x in s['scrapes'])} of {len(s['scrapes'])} failed in the scraped window), "
@@ -196,6 +202,8 @@ def main() -> int:
     ap.add_argument("--profiles", default="full")
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--warmup", type=float, default=20)
+    ap.add_argument("--scraped-seconds", type=float, default=60)
+    ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     ns = [int(x) for x in a.targets.split(",")]
@@ -211,7 +219,8 @@ def main() -> int:
                    for i in range(nservers)]  # fmt: skip
         for n in ns:
             for p in profiles:
-                r = measure(procs, binary, n, servers, p, a.seconds, a.warmup)
+                r = measure(procs, binary, n, servers, p, a.seconds, a.warmup,
+                            a.scraped_seconds, a.connections)  # fmt: skip
                 runs.append(r)
                 print(summary(r), flush=True)
     finally:
