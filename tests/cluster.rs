@@ -805,18 +805,15 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
     // they agree the master failed.
     c.wait_state("fail");
     let failed_at = Instant::now();
-    // Down until every shard has operations that failed after all their retries (about
-    // 3 s of backoff): what a client of any key went through.
     wait_until(
-        "every shard disrupted with failed operations, CLUSTERDOWN counted",
+        "every shard disrupted, CLUSTERDOWN counted",
         Duration::from_secs(30),
         || {
             let m = canary.metrics();
             attempts(&m, "clusterdown") > 0.0
-                && labels.iter().all(|l| {
-                    shard_metric(&m, cnames::SHARD_DISRUPTED, l) == 1.0
-                        && shard_ops(&m, l, "failed") > 0.0
-                })
+                && labels
+                    .iter()
+                    .all(|l| shard_metric(&m, cnames::SHARD_DISRUPTED, l) == 1.0)
         },
     );
     let back_at = Instant::now();
@@ -838,7 +835,7 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
     let down = ok_at.duration_since(failed_at).as_secs_f64();
     eprintln!(
         "kill -> cluster_state:fail {:.3} s; fail -> ok {down:.3} s (restart at {:.3} s); \
-         clusterdown {}, refused connects {}, episodes {:?}, refreshes clusterdown {}",
+         clusterdown {}, refused {}, episodes {:?}, refreshes clusterdown {}",
         failed_at.duration_since(killed).as_secs_f64(),
         back_at.duration_since(killed).as_secs_f64(),
         attempts(&m, "clusterdown"),
@@ -860,9 +857,11 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
             1.0,
             "shard {l}"
         );
+        // Retries (5, backing off to 1.6 s) may outlast a 2-4 s outage: an operation of
+        // the shard either failed or recovered, none went through untouched.
         assert!(
-            shard_ops(&m, l, "failed") > 0.0,
-            "shard {l}: nothing failed"
+            shard_ops(&m, l, "failed") + shard_ops(&m, l, "recovered") > 0.0,
+            "shard {l}: no operation was affected"
         );
         let episode = shard_metric(&m, cnames::SHARD_EPISODE_SUM, l);
         assert!(
@@ -870,12 +869,13 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
             "shard {l}: episode {episode:.3} s, cluster down {down:.3} s"
         );
     }
-    // The killed shard's master also refused (re)connections or reset the pooled ones
-    // (connect failures count in connects_total, not in attempts); the target is the union.
-    let refused = m.sum(names::CONNECTS, &[t(TARGET), ("result", "refused")])
-        + attempts(&m, "refused")
-        + attempts(&m, "reset");
-    assert!(refused > 0.0, "{}", m.text);
+    // The killed shard's master also refused connections (a connect failure counts in
+    // connects_total, not attempts_total); the target is the union.
+    assert!(
+        m.sum(names::CONNECTS, &[t(TARGET), ("result", "refused")]) > 0.0,
+        "{}",
+        m.text
+    );
     assert_eq!(m.sum(names::DISRUPTIONS, &[t(TARGET)]), 1.0, "{}", m.text);
     assert_eq!(gauge(&m, cnames::SLOTS_COVERED, &[]), f64::from(SLOTS));
 }
