@@ -514,11 +514,31 @@ fn a_healthy_cluster_is_three_shards_each_written_and_read_fresh_with_every_slot
             m.text
         );
     }
-    // Key i in slot floor(i * 16384 / keys): the first key of each shard's range is there.
-    for slot in cluster::canary_slots(KEYS).into_iter().step_by(10) {
-        let owner = c.shard_of(slot).master.port;
-        assert_eq!(keys_in_slot(owner, slot), 1, "slot {slot} on :{owner}");
-    }
+    // Key i in slot floor(i * 16384 / keys), on the master that owns that slot: once every
+    // key has been written, each of those slots holds exactly one key.
+    let owners: Vec<(u16, u16)> = cluster::canary_slots(KEYS)
+        .into_iter()
+        .map(|slot| (slot, c.shard_of(slot).master.port))
+        .collect();
+    wait_until(
+        "one key in each of the canary's slots",
+        Duration::from_secs(30),
+        || {
+            owners
+                .iter()
+                .all(|(slot, owner)| keys_in_slot(*owner, *slot) == 1)
+        },
+    );
+    let total: usize = shards
+        .iter()
+        .map(|s| {
+            call(s.master.port, &["DBSIZE"])
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(total, KEYS as usize, "the canary's keys and nothing else");
 }
 
 #[test]
