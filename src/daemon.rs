@@ -19,8 +19,9 @@ use crate::shutdown::{self, Shutdown};
 use crate::target::{Shared, TargetState};
 use crate::telemetry::Tracing;
 use crate::tls;
+use crate::topology::dns::{Discovery, DnsNodes};
 use crate::topology::sentinel::{AutoNodes, NodeEndpoint, Sentinel};
-use crate::workload::run_nodes;
+use crate::workload::{ListedNodes, node_endpoint, run_nodes};
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
 /// this keeps the whole exit inside the 5 s of DESIGN §3.
@@ -53,8 +54,8 @@ pub fn prepare(
 }
 
 /// A target's state and, for a sentinel target, its sentinel side to follow and, with
-/// `nodes = "auto"`, the replicas it lists to follow.
-type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>, Option<AutoNodes>);
+/// `nodes = "auto"` or `"dns://..."`, the nodes listed to follow.
+type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>, Option<ListedNodes>);
 
 /// Like [`prepare`], with the sentinel side of each sentinel target, to follow.
 fn prepare_with_topology(
@@ -158,7 +159,7 @@ fn prepare_with_topology(
                             ep.resp3 = s.protocol == crate::config::Protocol::Resp3;
                             Ok(ep)
                         });
-                        auto = Some(AutoNodes { replicas, endpoint });
+                        auto = Some(ListedNodes::Sentinel(AutoNodes { replicas, endpoint }));
                     }
                     endpoint.locator = Some(sentinel.clone());
                     endpoint.tls_name_from_host =
@@ -166,6 +167,17 @@ fn prepare_with_topology(
                     Some(sentinel)
                 }
             };
+            if let Some(source) = &t.discovery {
+                let discovery =
+                    Discovery::new(source.clone(), s.discovery_resolver, s.discovery_interval);
+                let endpoint = node_endpoint(t, client_name.clone());
+                let errors = metrics.discovery(&t.name);
+                auto = Some(ListedNodes::Dns(Box::new(DnsNodes {
+                    discovery,
+                    endpoint,
+                    errors,
+                })));
+            }
             let nodes = t.nodes.iter().map(endpoint_for).collect::<Result<Vec<_>, _>>()?;
             Ok((
                 Arc::new(TargetState::new(t, &shared, endpoint, nodes)),

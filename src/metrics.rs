@@ -180,6 +180,7 @@ pub struct Metrics {
     sentinel_up: Family<SentinelLabels, Gauge>,
     sentinel_master_switches: Family<TargetLabels, Counter>,
     sentinel_masters: Family<TargetLabels, Gauge>,
+    discovery_errors: Family<TargetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -220,6 +221,7 @@ impl Metrics {
             sentinel_up: Family::default(),
             sentinel_master_switches: Family::default(),
             sentinel_masters: Family::default(),
+            discovery_errors: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -351,6 +353,11 @@ impl Metrics {
             m.sentinel_masters.clone(),
         );
         r.register(
+            "discovery_errors",
+            "Rounds of DNS node discovery that failed (timeout, SERVFAIL, refused): the last good set of nodes is kept",
+            m.discovery_errors.clone(),
+        );
+        r.register(
             "build",
             "Version and revision of this binary",
             Info::new(BuildLabels {
@@ -471,6 +478,14 @@ impl Metrics {
             master_switches: self.sentinel_master_switches.get_or_create_owned(&tl),
             masters: self.sentinel_masters.get_or_create_owned(&tl),
         }
+    }
+
+    /// Creates `discovery_errors_total` of a target whose nodes DNS lists, at 0, and
+    /// returns its handle.
+    pub fn discovery(&self, target: &str) -> Counter {
+        self.discovery_errors.get_or_create_owned(&TargetLabels {
+            target: target.to_string(),
+        })
     }
 
     /// The exposition in OpenMetrics text.
@@ -645,6 +660,16 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+    }
+
+    #[test]
+    fn discovery_errors_exist_at_zero_and_count() {
+        let m = Metrics::new();
+        let errors = m.discovery("d");
+        let line = |n: u64| format!(r#"redis_canary_discovery_errors_total{{target="d"}} {n}"#);
+        assert!(m.encode_openmetrics().contains(&line(0)));
+        errors.inc();
+        assert!(m.encode_openmetrics().contains(&line(1)));
     }
 
     #[test]
