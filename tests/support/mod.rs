@@ -8,7 +8,8 @@
 //!   server (OTLP receiver, Alertmanager webhook).
 //! - [`DeadAddr`], [`reserve_port`] (ports.rs): addresses without races.
 //! - [`Scrape`]: `/metrics` parsed; [`Prometheus`], [`Alertmanager`], [`Webhook`]: the
-//!   observability kit's real processes; `topology`: multi-node setups and proxies.
+//!   observability kit's real processes; `topology`: multi-node setups and proxies;
+//!   [`dnsmasq::Dnsmasq`]: a DNS server whose A and SRV records a test changes.
 //!
 //! Every wait polls with a deadline; every process is killed and reaped on drop, and its
 //! log is printed when a test fails.
@@ -16,6 +17,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod canary;
+pub mod dnsmasq;
 pub mod hostile;
 pub mod http;
 pub mod ports;
