@@ -135,6 +135,11 @@ fn dns_down_keeps_the_known_nodes(c: &Canary, dns: &mut Dnsmasq, known: &[&str])
     // Logged at most once a minute, however many rounds failed (a restart of dnsmasq
     // earlier in the test may have logged the first; the test runs under two minutes).
     let lines = c.log().matches("DNS discovery failed").count();
+    eprintln!(
+        "dns down for {:?}: {} discovery errors, {lines} log line(s), {known:?} still followed",
+        stopped.elapsed(),
+        errors(&m) - errors_before
+    );
     assert!(
         (1..=2).contains(&lines) && (lines as f64) < errors(&m),
         "{lines} log lines for {} errors",
@@ -178,6 +183,7 @@ fn nodes_follow_the_a_records_of_a_name() {
         !followed(&c.metrics()).contains(&node(a))
     });
     let took = removed.elapsed();
+    eprintln!("removed from DNS, dropped after {took:?} (backend_ttl {BACKEND_TTL:?})");
     assert!(
         took >= BACKEND_TTL - Duration::from_secs(1),
         "dropped after {took:?}, before backend_ttl {BACKEND_TTL:?}"
@@ -244,6 +250,7 @@ fn nodes_follow_the_srv_records_of_a_service_by_name() {
         !followed(&c.metrics()).contains(&a)
     });
     let took = removed.elapsed();
+    eprintln!("removed from DNS, dropped after {took:?} (backend_ttl {BACKEND_TTL:?})");
     assert!(
         took >= BACKEND_TTL - Duration::from_secs(1),
         "dropped after {took:?}, before backend_ttl {BACKEND_TTL:?}"
