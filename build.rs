@@ -21,6 +21,8 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
         Some("REDIS_SENTINEL_BIN"),
         &["redis-sentinel"],
     ),
+    // tests/cluster.rs: `redis-cli --cluster create` makes the cluster.
+    ("have_redis_cli", Some("REDIS_CLI_BIN"), &["redis-cli"]),
     ("have_haproxy", None, &["haproxy"]),
     ("have_prometheus", Some("PROMETHEUS_BIN"), &["prometheus"]),
     ("have_promtool", None, &["promtool"]),

@@ -223,3 +223,105 @@ sentinel_first_switch() {
     done
     [[ -z $best ]] || echo "$best $best_line"
 }
+
+# --- Cluster (DESIGN §12.2) --------------------------------------------------------------
+# Redis Cluster nodes as in the test fixture tests/support/cluster.rs: cluster bus on a port
+# of its own (--cluster-port), cluster-node-timeout 1000 (a master kill fails over in about
+# 2-3 s), cluster-require-full-coverage no (a shard that is down leaves the others served),
+# replicas always eligible, replica pings every second (CLUSTER SHARDS calls a replica
+# `loading` until its offset moves), $REDIS_PASSWORD required and used between nodes. Data,
+# nodes.conf and the log in $RUN_DIR/NAME (the log is NAME.log there: the node's own
+# timestamps of FAIL, election and promotion).
+
+# start_cluster_node NAME PORT BUS-PORT [EXTRA-ARGS...]: start one cluster node and wait
+# until it answers PING. Sets LIB_LAST_PID.
+start_cluster_node() {
+    local name=$1 port=$2 bus=$3
+    shift 3
+    local dir="$RUN_DIR/$name"
+    mkdir -p "$dir"
+    lib_spawn "$name" redis-server \
+        --bind 127.0.0.1 --port "$port" \
+        --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" \
+        --save "" --appendonly no --dir "$dir" --daemonize no --logfile "$dir/$name.log" \
+        --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-port "$bus" \
+        --cluster-node-timeout 1000 --cluster-require-full-coverage no \
+        --cluster-replica-validity-factor 0 --cluster-allow-replica-migration no \
+        --repl-diskless-sync-delay 0 --repl-ping-replica-period 1 \
+        "$@"
+    wait_until 15 "redis-server $name on port $port" redis_ping "$port"
+}
+
+# create_cluster REPLICAS PORT...: `redis-cli --cluster create` over these nodes (the first
+# ones become masters), then wait (30 s) until it has settled.
+create_cluster() {
+    local replicas=$1 port addrs=()
+    shift
+    for port in "$@"; do
+        addrs+=("127.0.0.1:$port")
+    done
+    redis_cli "$1" --cluster create "${addrs[@]}" --cluster-replicas "$replicas" --cluster-yes \
+        >"$RUN_DIR/cluster-create.log" 2>&1 || {
+        tail -n 20 "$RUN_DIR/cluster-create.log" >&2
+        die "redis-cli --cluster create failed"
+    }
+    wait_until 30 "the cluster to settle" cluster_settled "$@"
+}
+
+# cluster_settled PORT...: every node says cluster_state:ok with all 16384 slots served,
+# knows every other node, and every replica's link to its master is up.
+cluster_settled() {
+    local port info n=$#
+    for port in "$@"; do
+        info=$(redis_cli "$port" CLUSTER INFO 2>/dev/null) || return 1
+        grep -q '^cluster_state:ok' <<<"$info" || return 1
+        grep -q '^cluster_slots_ok:16384' <<<"$info" || return 1
+        grep -q "^cluster_known_nodes:$n" <<<"$info" || return 1
+        info=$(redis_cli "$port" INFO replication 2>/dev/null) || return 1
+        if grep -q '^role:slave' <<<"$info"; then
+            grep -q '^master_link_status:up' <<<"$info" || return 1
+        fi
+    done
+}
+
+# cluster_shards PORT: one line per master that serves slots, as node PORT sees it:
+# "FIRST-RANGE MASTER-PORT RANGES..." (from CLUSTER NODES; masters marked fail are left
+# out), sorted by first slot. FIRST-RANGE is the canary's `shard` label, e.g. 0-5460.
+cluster_shards() {
+    redis_cli "$1" CLUSTER NODES 2>/dev/null | awk '
+        $3 ~ /master/ && $3 !~ /fail/ && NF >= 9 {
+            split($2, a, "[:@]"); ranges = ""
+            for (i = 9; i <= NF; i++) if ($i !~ /^\[/) ranges = ranges " " $i
+            if (ranges != "") { split(ranges, r, " "); print r[1], a[2] ranges }
+        }' | sort -t- -k1,1n
+}
+
+# cluster_master_of SLOT PORT: the port of the master that serves SLOT as node PORT sees it
+# (nothing while no live master does).
+cluster_master_of() {
+    local slot=$1
+    cluster_shards "$2" | awk -v s="$slot" '{
+        for (i = 3; i <= NF; i++) {
+            n = split($i, b, "-"); lo = b[1]; hi = (n == 2) ? b[2] : b[1]
+            if (s >= lo && s <= hi) { print $2; exit }
+        }
+    }'
+}
+
+# cluster_promoted SLOT OLD-PORT PORT: node PORT names a live master other than OLD-PORT
+# for SLOT.
+cluster_promoted() {
+    local now
+    now=$(cluster_master_of "$1" "$3")
+    [[ -n $now && $now != "$2" ]]
+}
+
+# cluster_log_lines DIR... : the lines of the nodes' logs (DIR/NAME.log) that tell a
+# failover: a master marked failed, the election won, the replica promoted.
+cluster_log_lines() {
+    local dir
+    for dir in "$@"; do
+        grep -hE 'Marking node .* as failing|FAIL message received|Failover election won|after successful failover' \
+            "$dir"/*.log 2>/dev/null | sed "s|^|$(basename "$dir"): |" || true
+    done
+}

@@ -17,6 +17,8 @@ use crate::schedule::Run;
 use crate::shutdown::Shutdown;
 use crate::target::TargetState;
 use crate::telemetry::TryRecord;
+use crate::topology::cluster::map::Addr;
+use crate::topology::cluster::{self, Cluster};
 
 /// The tries of one operation, kept only while tracing is on (`None` costs nothing).
 pub(crate) type Tries = Option<Vec<TryRecord>>;
@@ -27,7 +29,22 @@ pub(crate) struct Request<'a> {
     pub(crate) args: &'a [&'a [u8]],
     pub(crate) accept: fn(&Reply) -> bool,
     pub(crate) max_retries: u32,
+    /// The slot of the key (cluster targets): where the request goes.
+    pub(crate) slot: Option<u16>,
 }
+
+/// What one attempt sends: the command, what reply counts as success, and whether an `ASK`
+/// redirect asked for `ASKING` first.
+#[derive(Clone, Copy)]
+pub(crate) struct Command<'a> {
+    pub(crate) args: &'a [&'a [u8]],
+    pub(crate) accept: fn(&Reply) -> bool,
+    pub(crate) asking: bool,
+}
+
+/// Most `MOVED`/`ASK` redirects one operation follows, as cluster clients bound them: a
+/// slot map that sends a key in circles ends the operation as failed.
+pub(crate) const MAX_REDIRECTS: u32 = 5;
 
 /// How an operation ended.
 pub struct Finished {
@@ -38,6 +55,8 @@ pub struct Finished {
     pub observed_us: u64,
     pub backend: Option<Arc<Identity>>,
     pub may_have_applied: bool,
+    /// The shard of the key (cluster targets).
+    pub shard: Option<Arc<str>>,
 }
 
 /// One attempt's reply and times.
@@ -65,6 +84,12 @@ impl TargetState {
 
     /// Runs one operation: tries `args` until a reply that `accept` takes, retries out, or a
     /// final error. `None` when shutdown interrupted it (then nothing is recorded).
+    ///
+    /// On a cluster target the request names its slot: each try goes to the slot's master
+    /// (a pool slot per node). `MOVED` moves the slot and `ASK` sends `ASKING` first; both
+    /// are followed at once, without backoff and without using up a retry (at most
+    /// [`MAX_REDIRECTS`] per operation), and neither counts as a failure: a cluster client
+    /// follows them as a matter of course. `CLUSTERDOWN` is retried with backoff.
     pub(crate) async fn execute(
         &self,
         pool: &Pool,
@@ -77,14 +102,30 @@ impl TargetState {
             args,
             accept,
             max_retries,
+            slot: key_slot,
         } = req;
         let m = self.metrics.op(op);
+        let cluster = self.cluster.as_deref();
+        let mut route = match (cluster, key_slot) {
+            (Some(c), Some(s)) => Some(c.route(s)),
+            _ => None,
+        };
+        let shard = route.as_ref().and_then(|r| r.shard.clone());
         let mut may_have_applied = false;
-        for n in 0..=max_retries {
-            if n > 0 {
+        let (mut n, mut redirects, mut asking) = (0u32, 0u32, false);
+        let mut first = true;
+        loop {
+            if !first {
                 m.retries.inc();
+                // Each retry goes where the map says now (a failover may have moved the
+                // slot meanwhile); only an ASK sends one try elsewhere.
+                if !asking && let (Some(c), Some(s)) = (cluster, key_slot) {
+                    route = Some(c.route(s));
+                }
             }
-            let mut slot = pool.take().await;
+            first = false;
+            let dest = route.as_ref().map(|r| r.addr.clone());
+            let mut slot = pool.take_for(dest.as_ref()).await;
             // The master moved (a sentinel target): a connection from before goes unused.
             if slot.conn.as_ref().is_some_and(Conn::is_outdated) {
                 slot.conn = None;
@@ -103,11 +144,15 @@ impl TargetState {
                     return None;
                 }
                 let sent_us = self.clock.now_us();
-                let connected = self.connect(Kind::Pool).await;
+                let connected = match (cluster, &dest) {
+                    (Some(c), Some(addr)) => self.connect_node(Kind::Pool, c, addr).await,
+                    _ => self.connect(Kind::Pool).await,
+                };
                 pool.connected(connected.is_ok());
                 match connected {
                     Ok(conn) => {
-                        if let (Some(prev), true) = (&slot.last_run_id, conn.backend.is_known())
+                        if let (Some(prev), true, None) =
+                            (&slot.last_run_id, conn.backend.is_known(), &dest)
                             && *prev != conn.backend.run_id
                         {
                             self.metrics.backend_switches.inc();
@@ -125,8 +170,11 @@ impl TargetState {
                     Err(e) => {
                         let result = e.result();
                         drop(slot);
+                        if let (Some(c), Some(addr)) = (cluster, &dest) {
+                            c.unreachable(addr);
+                        }
                         let observed_us = self.clock.now_us();
-                        self.try_failed(op, sent_us, observed_us, result, &e);
+                        self.try_failed(op, sent_us, observed_us, result, &e, shard.as_ref());
                         self.connect_failed(tries, sent_us, observed_us, result);
                         if !result.is_retryable() || n >= max_retries {
                             break;
@@ -134,6 +182,7 @@ impl TargetState {
                         if !self.backoff(n, shutdown).await {
                             return None;
                         }
+                        n += 1;
                         continue;
                     }
                 }
@@ -141,13 +190,27 @@ impl TargetState {
             let Some(conn) = slot.conn.as_mut() else {
                 continue; // connected just above
             };
-            let a = self.attempt(conn, op, args, accept, tries).await;
+            let cmd = Command {
+                args,
+                accept,
+                asking: std::mem::take(&mut asking),
+            };
+            let a = self.attempt(conn, op, cmd, tries, shard.as_ref()).await;
             match a.reply {
                 Ok(reply) => {
                     let backend = conn.backend.clone();
                     drop(slot);
+                    if let (Some(c), Some(addr)) = (cluster, &dest) {
+                        c.reached(addr);
+                        if let Some(shard) = &shard
+                            && backend.is_known()
+                            && c.book.served_by(shard, &backend.run_id)
+                        {
+                            self.metrics.backend_switches.inc();
+                        }
+                    }
                     return Some(Finished {
-                        outcome: if n == 0 {
+                        outcome: if n == 0 && redirects == 0 {
                             Outcome::Ok
                         } else {
                             Outcome::Recovered
@@ -157,6 +220,7 @@ impl TargetState {
                         observed_us: a.observed_us,
                         backend: Some(backend),
                         may_have_applied,
+                        shard,
                     });
                 }
                 Err(e) => {
@@ -165,6 +229,9 @@ impl TargetState {
                     if e.drops_connection() {
                         if e.is_peer_close() {
                             self.metrics.kind(Kind::Pool).drops.inc();
+                            if let (Some(c), Some(addr)) = (cluster, &dest) {
+                                c.unreachable(addr);
+                            }
                         }
                         // Rediscovery on READONLY and on a dead connection (DESIGN §12.1).
                         if e.is_peer_close() || result == ResultKind::Readonly {
@@ -173,14 +240,38 @@ impl TargetState {
                         slot.conn = None;
                     }
                     drop(slot);
+                    if let (Some(c), Some(route)) = (cluster, route.as_mut()) {
+                        match result {
+                            ResultKind::Moved | ResultKind::Ask if redirects < MAX_REDIRECTS => {
+                                if let Some((s, addr)) = cluster::redirect(&e) {
+                                    redirects += 1;
+                                    if result == ResultKind::Moved {
+                                        c.moved(s, addr.clone());
+                                        route.addr = addr;
+                                    } else {
+                                        // This once only: the slot is still the old node's.
+                                        asking = true;
+                                        route.addr = addr;
+                                    }
+                                    continue;
+                                }
+                            }
+                            ResultKind::Clusterdown => c.clusterdown(),
+                            _ => {}
+                        }
+                    }
                     if !result.is_retryable() {
                         break;
                     }
                 }
             }
-            if n < max_retries && !self.backoff(n, shutdown).await {
+            if n >= max_retries {
+                break;
+            }
+            if !self.backoff(n, shutdown).await {
                 return None;
             }
+            n += 1;
         }
         Some(Finished {
             outcome: Outcome::Failed,
@@ -189,24 +280,55 @@ impl TargetState {
             observed_us: self.clock.now_us(),
             backend: None,
             may_have_applied,
+            shard,
         })
+    }
+
+    /// Opens a connection of `kind` to the cluster node at `addr`, counted and timed like
+    /// every connect.
+    pub(crate) async fn connect_node(
+        &self,
+        kind: Kind,
+        cluster: &Cluster,
+        addr: &Addr,
+    ) -> Result<Conn, ConnError> {
+        let started = Instant::now();
+        let result = cluster.open(addr).await;
+        self.record_connect(kind, started.elapsed(), &result);
+        result
     }
 
     /// One attempt on an open connection: send, wait for the reply under the response
     /// timeout, classify, and record it in the metrics, the episodes and the soak stats.
+    /// `asking`: an `ASK` redirect sent it here, so `ASKING` goes first (the command only
+    /// once it said OK; a failed `ASKING` is the attempt's result).
     pub(crate) async fn attempt(
         &self,
         conn: &mut Conn,
         op: Op,
-        args: &[&[u8]],
-        accept: fn(&Reply) -> bool,
+        cmd: Command<'_>,
         tries: &mut Tries,
+        shard: Option<&Arc<str>>,
     ) -> Attempt {
+        let Command {
+            args,
+            accept,
+            asking,
+        } = cmd;
         let m = self.metrics.op(op);
         let sent = Instant::now();
-        let reply = conn
-            .call(args, self.reply_limit, self.settings.response_timeout)
-            .await;
+        let (limit, timeout) = (self.reply_limit, self.settings.response_timeout);
+        let reply = async {
+            if asking {
+                match conn.call(cluster::ASKING, limit, timeout).await {
+                    Ok(r) if cluster::is_ok(&r) => {}
+                    Ok(_) => return Err(ConnError::Unexpected("ASKING")),
+                    Err(e) => return Err(e),
+                }
+            }
+            conn.call(args, limit, timeout).await
+        }
+        .await;
         let observed = Instant::now();
         let took = observed.duration_since(sent);
         let (sent_us, observed_us) = (self.clock.us_of(sent), self.clock.us_of(observed));
@@ -230,8 +352,10 @@ impl TargetState {
             None => m.attempt_duration.observe(took.as_secs_f64(), None, None),
         }
         match &reply {
-            Ok(_) => self.try_succeeded(op, sent_us, observed_us),
-            Err(e) => self.try_failed(op, sent_us, observed_us, result, e),
+            Ok(_) => self.try_succeeded(op, sent_us, observed_us, shard),
+            // A redirect is followed at once: counted as an attempt, not as a failure.
+            Err(_) if matches!(result, ResultKind::Moved | ResultKind::Ask) => {}
+            Err(e) => self.try_failed(op, sent_us, observed_us, result, e, shard),
         }
         self.with_stats(|s| s.attempt(op, result, took));
         Attempt {

@@ -61,6 +61,10 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Run only this replica's share of the targets: INDEX/COUNT, INDEX may be `ordinal`
+    /// (the hostname's trailing -N).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
 }
 
 /// What to do, and with which options.
@@ -181,6 +185,7 @@ mod tests {
                 listen: None,
                 targets: vec!["a=redis://x:1".into(), "b=rediss://y:2".into()],
                 log_format: Some("json".into()),
+                shard: None,
             }
         );
     }

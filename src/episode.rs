@@ -50,7 +50,10 @@ impl Ended {
 /// Per-target episode state.
 #[derive(Debug, Default)]
 pub struct Episodes {
-    failing: [Option<Failing>; 3],
+    /// By lane: `op.index()` for a standalone or sentinel target; `op.index() + 3 * shard`
+    /// for a cluster target, so that the target is in an episode while any op of any
+    /// shard is failing (the union of the shards' episodes).
+    failing: Vec<Option<Failing>>,
     open: Option<(u64, [u64; ResultKind::ALL.len()])>,
     last_end_us: u64,
 }
@@ -70,10 +73,26 @@ impl Episodes {
         observed_us: u64,
         result: ResultKind,
     ) -> Option<Started> {
+        self.failure_in(0, op, sent_us, observed_us, result)
+    }
+
+    /// Like [`Episodes::failure`], for op `op` of shard `lane` (see `failing`).
+    pub fn failure_in(
+        &mut self,
+        lane: usize,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+        result: ResultKind,
+    ) -> Option<Started> {
         // An attempt sent before the previous episode ended belongs to that past; the new
         // episode cannot reach back into it.
         let start = sent_us.max(self.last_end_us);
-        let slot = &mut self.failing[op.index()];
+        let index = op.index() + Op::ALL.len() * lane;
+        if self.failing.len() <= index {
+            self.failing.resize(index + 1, None);
+        }
+        let slot = &mut self.failing[index];
         if slot.is_none() {
             *slot = Some(Failing { observed_us });
         }
@@ -100,8 +119,20 @@ impl Episodes {
     /// An attempt of `op` sent at `sent_us` succeeded, seen at `observed_us`. Returns the
     /// episode it ended, if it ended one.
     pub fn success(&mut self, op: Op, sent_us: u64, observed_us: u64) -> Option<Ended> {
-        let slot = &mut self.failing[op.index()];
-        if let Some(f) = slot
+        self.success_in(0, op, sent_us, observed_us)
+    }
+
+    /// Like [`Episodes::success`], for op `op` of shard `lane`.
+    pub fn success_in(
+        &mut self,
+        lane: usize,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+    ) -> Option<Ended> {
+        let index = op.index() + Op::ALL.len() * lane;
+        if let Some(slot) = self.failing.get_mut(index)
+            && let Some(f) = slot
             && sent_us >= f.observed_us
         {
             *slot = None;
@@ -124,7 +155,7 @@ impl Episodes {
     /// an outage must still report it (as lasting at least until the end).
     pub fn close_at(&mut self, now_us: u64) -> Option<Ended> {
         let (start_us, results) = self.open.take()?;
-        self.failing = [None; 3];
+        self.failing.iter_mut().for_each(|f| *f = None);
         self.last_end_us = now_us;
         Some(Ended {
             start_us,
@@ -208,6 +239,30 @@ mod tests {
         assert_eq!((ended.start_us, ended.end_us), (10, 100));
         assert!(!e.is_open());
         assert!(e.close_at(200).is_none());
+    }
+
+    #[test]
+    fn the_episode_is_the_union_of_failing_shards() {
+        let mut e = Episodes::default();
+        assert!(
+            e.failure_in(2, Op::Write, 0, 10, ResultKind::Refused)
+                .is_some()
+        );
+        // Another shard's success says nothing about the failing one.
+        assert!(e.success_in(0, Op::Write, 20, 25).is_none());
+        assert!(e.is_open());
+        assert!(
+            e.failure_in(0, Op::Read, 30, 35, ResultKind::Clusterdown)
+                .is_none()
+        );
+        assert!(
+            e.success_in(2, Op::Write, 40, 45).is_none(),
+            "shard 0 still failing"
+        );
+        let ended = e
+            .success_in(0, Op::Read, 50, 55)
+            .expect("last shard closed");
+        assert_eq!((ended.start_us, ended.end_us), (0, 55));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The HTTP endpoints of DESIGN §5: `/metrics` (OpenMetrics, or Prometheus text on request),
-//! `/healthz`, `/readyz`, the `/` status page, 404 otherwise.
+//! `/healthz`, `/readyz`, the `/` status page and its JSON twin `/api/v1/status` (DESIGN
+//! §13), `POST /-/reload` (DESIGN §14), 404 otherwise.
 //!
 //! The server runs on an OS thread of its own with a current-thread Tokio runtime
 //! ([`spawn`]): encoding `/metrics` (23.5 MB at 1,000 targets) never runs on the runtime
@@ -14,7 +15,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,14 +28,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Sleep;
 
 use crate::metrics::{Metrics, to_prometheus_text};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{ReloadOutcome, ReloadRequest, Shutdown};
 use crate::target::TargetState;
 
+mod api;
 mod status_page;
+
+pub use api::{SCHEMA as STATUS_SCHEMA, TargetView};
 
 pub use status_page::{escape, format_unix};
 
@@ -92,14 +96,53 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 /// Least time between two warnings about failing `accept`s.
 const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long `POST /-/reload` waits for its turn and for the reload: a reload stops removed
+/// targets within the drain and cleanup budgets (4 s); a queue of a few is well inside this.
+pub const RELOAD_ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
 /// What the endpoints read.
 pub struct AppState {
     pub metrics: Arc<Metrics>,
-    pub targets: Vec<Arc<TargetState>>,
+    /// The targets running now; a reload swaps the whole list (see [`AppState::targets`]).
+    targets: RwLock<Arc<Vec<Arc<TargetState>>>>,
     /// Scheduling loops running now, and how many there should be (`/healthz`).
     pub loops_alive: AtomicUsize,
-    pub loops_expected: usize,
+    pub loops_expected: AtomicUsize,
     pub instance: String,
+    /// Where `POST /-/reload` sends its request; `None` where reloads do not exist (soak).
+    pub reloads: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+impl AppState {
+    /// State for `targets`, no loop alive or expected yet.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        targets: Vec<Arc<TargetState>>,
+        instance: String,
+        reloads: Option<mpsc::Sender<ReloadRequest>>,
+    ) -> AppState {
+        AppState {
+            metrics,
+            targets: RwLock::new(Arc::new(targets)),
+            loops_alive: AtomicUsize::new(0),
+            loops_expected: AtomicUsize::new(0),
+            instance,
+            reloads,
+        }
+    }
+
+    /// The targets running now: a snapshot that a reload does not change under the reader.
+    pub fn targets(&self) -> Arc<Vec<Arc<TargetState>>> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the list of running targets (after a reload).
+    pub fn set_targets(&self, targets: Vec<Arc<TargetState>>) {
+        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(targets);
+    }
 }
 
 /// The running server thread.
@@ -251,9 +294,17 @@ async fn connection(
         deadline: None,
     });
     let busy = ctl.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         busy.busy.store(true, Ordering::Relaxed);
-        std::future::ready(Ok::<_, Infallible>(route(&state, &req)))
+        let state = state.clone();
+        async move {
+            let response = if req.uri().path() == "/-/reload" {
+                reload(&state, &req).await
+            } else {
+                route(&state, &req)
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -433,7 +484,61 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => healthz(state),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/" => html(status_page::render(state)),
+        "/api/v1/status" => json(api::render(state)),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `POST /-/reload`: asks the daemon to re-read the configuration and answers with what it
+/// did: 200 and a summary when applied, 400 and every problem when rejected (the old
+/// configuration keeps running), 503 when reloads are not possible now.
+async fn reload(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use POST\n",
+        );
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("POST"),
+        );
+        return response;
+    }
+    let Some(reloads) = &state.reloads else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available in this mode (soak): restart to apply a new configuration\n",
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = ReloadRequest {
+        from: "POST /-/reload",
+        reply: Some(reply),
+    };
+    let asked = async {
+        reloads.send(request).await.ok()?;
+        answer.await.ok()
+    };
+    match tokio::time::timeout(RELOAD_ANSWER_WITHIN, asked).await {
+        Ok(Some(ReloadOutcome {
+            applied,
+            text: body,
+        })) => {
+            let status = if applied {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            text(status, &body)
+        }
+        Ok(None) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down: not reloaded\n",
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from the daemon in time: the reload may still happen\n",
+        ),
     }
 }
 
@@ -442,17 +547,18 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// check: restarting the pod would not give it more descriptors or memory.
 fn healthz(state: &AppState) -> Response<Full<Bytes>> {
     let alive = state.loops_alive.load(Ordering::Relaxed);
+    let expected = state.loops_expected.load(Ordering::Relaxed);
     let internal: u64 = state
-        .targets
+        .targets()
         .iter()
         .map(|t| t.metrics.internal_total())
         .sum();
-    let (status, first) = if alive >= state.loops_expected {
+    let (status, first) = if alive >= expected {
         (StatusCode::OK, "ok".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{alive} of {} scheduling loops alive", state.loops_expected),
+            format!("{alive} of {expected} scheduling loops alive"),
         )
     };
     text(status, &format!("{first}\ninternal_errors {internal}\n"))
@@ -483,6 +589,14 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static headers are valid")
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
         .expect("static headers are valid")
 }
 

@@ -5,7 +5,8 @@
 //! Modules, from the entry down (pure logic at the bottom, nothing reaches up):
 //!
 //! - entry: [`cli`] (command line: `run`, `soak`, `check-config`).
-//! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops),
+//! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops,
+//!   applies reloads),
 //!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
 //!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
 //! - topology: [`topology`] (where a connect goes when the endpoint is not one address:
@@ -21,7 +22,10 @@
 //! - pure logic: [`retry`] (backoff), [`classify`] and [`op`] (closed label vocabularies,
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
 //!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
-//!   [`backend`] (who answered), [`stats`] (soak counts and HdrHistograms).
+//!   [`history`] (bounded rings of per-interval aggregates and the last day's episodes, for
+//!   the status page and API), [`backend`] (who answered), [`stats`] (soak counts and
+//!   HdrHistograms), [`svg`] (charts for the status page and the HTML report), [`fleet`]
+//!   (which replica owns a target, what a reload changes).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
 //!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
 //!   [`shutdown`], [`clock`].
@@ -35,6 +39,8 @@ pub mod config;
 pub mod conn;
 pub mod daemon;
 pub mod episode;
+pub mod fleet;
+pub mod history;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
@@ -48,6 +54,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod soak;
 pub mod stats;
+pub mod svg;
 pub mod target;
 pub mod telemetry;
 pub mod tls;

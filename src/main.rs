@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use redis_canary::cli::{Cli, Mode};
-use redis_canary::{config, daemon, shutdown, soak, telemetry};
+use redis_canary::{config, daemon, fleet, shutdown, soak, telemetry};
 
 fn main() -> ExitCode {
     let invocation = Cli::parse().invocation();
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     };
     if let Mode::CheckConfig = invocation.mode {
         print!("{}", config.to_masked_toml());
+        print!("{}", fleet::ownership_summary(&config));
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
@@ -40,7 +41,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async_main(invocation.mode, config));
+    let load = loader(invocation.args);
+    let code = runtime.block_on(async_main(invocation.mode, config, load));
     // Blocking threads (a DNS lookup, a file read) cannot be cancelled, and dropping the
     // runtime would wait for them: a lookup hung on a dead resolver must not keep the process
     // past the 5 s exit budget of DESIGN §3.
@@ -53,8 +55,31 @@ fn main() -> ExitCode {
 /// and nothing a blocking thread still does matters once the report is written.
 const RUNTIME_SHUTDOWN_BUDGET: Duration = Duration::from_millis(100);
 
-async fn async_main(mode: Mode, config: config::Config) -> ExitCode {
-    let signals = match shutdown::signals() {
+/// Reads the configuration again from the sources of the start: the same flags, the file
+/// they name and the process environment, the instance pinned when asked.
+fn loader(args: redis_canary::cli::CommonArgs) -> daemon::Loader {
+    Box::new(move |instance| {
+        let mut env: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        if let Some(instance) = instance {
+            let var = format!("{}INSTANCE", config::ENV_PREFIX);
+            env.retain(|(k, _)| !k.eq_ignore_ascii_case(&var));
+            env.push((var, instance.to_string()));
+        }
+        config::load_from(&args, &env)
+    })
+}
+
+async fn async_main(mode: Mode, config: config::Config, load: daemon::Loader) -> ExitCode {
+    let (reload_tx, reload_rx) = shutdown::reload_channel();
+    let hangups = matches!(mode, Mode::Run).then(|| reload_tx.clone());
+    let signals = match shutdown::signals_with_reload(hangups) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot install signal handlers: {e}");
@@ -81,8 +106,8 @@ async fn async_main(mode: Mode, config: config::Config) -> ExitCode {
                 signals.await;
                 trigger.trigger();
             });
-            match daemon::run(&config, listener, sd, false).await {
-                Ok(_) => ExitCode::SUCCESS,
+            match daemon::run_reloadable(&config, listener, sd, reload_rx, reload_tx, load).await {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)
@@ -115,7 +140,7 @@ const MULTI_CORE_OPS_PER_SECOND: f64 = 5000.0;
 /// schedules get every core. `TOKIO_WORKER_THREADS` overrides this.
 fn worker_threads(config: &config::Config) -> usize {
     let mut ops = 0.0;
-    for t in &config.targets {
+    for t in fleet::owned(config) {
         match t.settings.rate {
             config::Rate::Max => ops = f64::INFINITY,
             config::Rate::PerSecond(r) => ops += 2.0 * r,

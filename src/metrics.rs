@@ -181,6 +181,25 @@ pub struct Metrics {
     sentinel_master_switches: Family<TargetLabels, Counter>,
     sentinel_masters: Family<TargetLabels, Gauge>,
     discovery_errors: Family<TargetLabels, Counter>,
+    /// The shard and cluster families of cluster targets (DESIGN §12.2).
+    pub cluster: crate::topology::cluster::book::ClusterFamilies,
+    /// Reloads (DESIGN §14): whether the last one was applied, and when one last was.
+    pub config_reload_ok: Gauge,
+    pub config_reload_at: F64Gauge,
+    /// Targets this replica owns and runs (all of them without `shard`).
+    pub shard_targets: Gauge,
+}
+
+/// The label sets of one target's series that configuration alone does not fix, which
+/// [`Metrics::remove_target`] must be told.
+#[derive(Debug, Default)]
+pub struct OpenSeries {
+    /// `node` labels (host:port) of its followed nodes.
+    pub nodes: Vec<String>,
+    /// Identities of its backends in `backend_info`.
+    pub backends: Vec<crate::backend::Identity>,
+    /// `sentinel` labels (host:port) of a sentinel target.
+    pub sentinels: Vec<String>,
 }
 
 impl Default for Metrics {
@@ -222,6 +241,10 @@ impl Metrics {
             sentinel_master_switches: Family::default(),
             sentinel_masters: Family::default(),
             discovery_errors: Family::default(),
+            cluster: Default::default(),
+            config_reload_ok: Gauge::default(),
+            config_reload_at: F64Gauge::default(),
+            shard_targets: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -286,7 +309,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "last_success_timestamp",
-            "Wall clock of the last successful attempt (process start at first)",
+            "Wall clock of the last successful attempt (the target's start at first: process start or the reload that added it)",
             Unit::Seconds,
             m.last_success.clone(),
         );
@@ -351,6 +374,23 @@ impl Metrics {
             "sentinel_masters",
             "Distinct master addresses the reachable sentinels name: 1 when they agree, more is a split view",
             m.sentinel_masters.clone(),
+        );
+        m.cluster.register(r);
+        r.register(
+            "config_last_reload_successful",
+            "1 when the last configuration reload (SIGHUP or POST /-/reload) was applied, 0 when it was rejected and the previous configuration kept running",
+            m.config_reload_ok.clone(),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When the configuration was last loaded successfully, at start or by a reload (Unix time)",
+            Unit::Seconds,
+            m.config_reload_at.clone(),
+        );
+        r.register(
+            "shard_targets",
+            "Targets this replica owns and measures (all of them without shard)",
+            m.shard_targets.clone(),
         );
         r.register(
             "discovery_errors",
@@ -486,6 +526,85 @@ impl Metrics {
         self.discovery_errors.get_or_create_owned(&TargetLabels {
             target: target.to_string(),
         })
+    }
+
+    /// Removes every series of the target `name`: the closed label sets, plus the open ones
+    /// in `open`. Its loops must have stopped first, or they could create some again.
+    pub fn remove_target(&self, name: &str, open: &OpenSeries) {
+        let t = || name.to_string();
+        let tl = TargetLabels { target: t() };
+        for &op in Op::ALL.iter() {
+            let ol = OpLabels { target: t(), op };
+            for &outcome in Outcome::ALL.iter() {
+                self.operations.remove(&OutcomeLabels {
+                    target: t(),
+                    op,
+                    outcome,
+                });
+            }
+            for &result in ResultKind::ALL.iter() {
+                self.attempts.remove(&ResultLabels {
+                    target: t(),
+                    op,
+                    result,
+                });
+            }
+            for &verdict in Verdict::ALL.iter() {
+                self.reads.remove(&VerdictLabels {
+                    target: t(),
+                    op,
+                    verdict,
+                });
+            }
+            self.retries.remove(&ol);
+            self.operation_duration.remove(&ol);
+            self.attempt_duration.remove(&ol);
+            self.skipped_ticks.remove(&ol);
+            self.last_success.remove(&ol);
+        }
+        for kind in [Kind::Pool, Kind::Probe, Kind::Node] {
+            let kl = KindLabels { target: t(), kind };
+            for &result in ResultKind::ALL.iter() {
+                self.connects.remove(&ConnectLabels {
+                    target: t(),
+                    kind,
+                    result,
+                });
+            }
+            self.connect_duration.remove(&kl);
+            self.connection_drops.remove(&kl);
+        }
+        for &cause in InternalCause::ALL.iter() {
+            self.internal_errors
+                .remove(&InternalLabels { target: t(), cause });
+        }
+        self.disruptions.remove(&tl);
+        self.disruption_duration.remove(&tl);
+        self.disrupted.remove(&tl);
+        self.disruption_start.remove(&tl);
+        self.backend_switches.remove(&tl);
+        self.backend_restarts.remove(&tl);
+        self.sentinel_master_switches.remove(&tl);
+        self.sentinel_masters.remove(&tl);
+        for node in &open.nodes {
+            let nl = NodeLabels {
+                target: t(),
+                node: node.clone(),
+            };
+            self.node_up.remove(&nl);
+            self.replication_delay.remove(&nl);
+            self.replication_timeouts.remove(&nl);
+        }
+        for id in &open.backends {
+            self.backend_info.remove(&BackendLabels::of(name, id));
+        }
+        for sentinel in &open.sentinels {
+            self.sentinel_up.remove(&SentinelLabels {
+                target: t(),
+                sentinel: sentinel.clone(),
+            });
+        }
+        self.discovery_errors.remove(&TargetLabels { target: t() });
     }
 
     /// The exposition in OpenMetrics text.
@@ -704,6 +823,44 @@ mod tests {
         assert!(text.contains("# TYPE redis_canary_build_info gauge\n"));
         assert!(!text.contains("# EOF"));
         assert!(!text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn removing_a_target_removes_every_one_of_its_series_and_no_other() {
+        let m = Metrics::new();
+        let a = m.target("a");
+        let _b = m.target("b");
+        let _s = m.sentinel("a", &["10.0.0.1:26379".into()]);
+        a.node_up
+            .get_or_create(&NodeLabels {
+                target: "a".into(),
+                node: "n:1".into(),
+            })
+            .set(1);
+        let id = crate::backend::Identity {
+            run_id: "r1".into(),
+            role: "master".into(),
+            version: "7.2.0".into(),
+            addr: "h:1".into(),
+        };
+        a.backend_info
+            .get_or_create(&BackendLabels::of("a", &id))
+            .set(1);
+        let before = m.encode_openmetrics();
+        assert!(before.contains(r#"target="a""#));
+        m.remove_target(
+            "a",
+            &OpenSeries {
+                nodes: vec!["n:1".into()],
+                backends: vec![id],
+                sentinels: vec!["10.0.0.1:26379".into()],
+            },
+        );
+        let after = m.encode_openmetrics();
+        assert!(!after.contains(r#"target="a""#), "{after}");
+        let b_lines = |text: &str| text.lines().filter(|l| l.contains(r#"target="b""#)).count();
+        assert_eq!(b_lines(&after), b_lines(&before));
+        assert!(b_lines(&after) > 100);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The connections of one loop: `connections` slots, at most that many attempts in flight,
-//! and the pace of reconnects while the endpoint keeps failing. A slot is lent out as a
+//! and the pace of reconnects while the endpoint keeps failing. A cluster target's loop
+//! keeps slots per node (each slot remembers the node it connects to); there are still at
+//! most `connections` attempts in flight. A slot is lent out as a
 //! [`SlotGuard`] that puts it back when dropped, however the borrower ends (a reply, an
 //! error, or its future dropped by a drain that timed out at shutdown).
 
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::conn::Conn;
 use crate::shutdown::Shutdown;
+use crate::topology::cluster::map::Addr;
 
 /// One connection slot: the connection, and which backend it last reached (to count
 /// switches when it reconnects elsewhere).
@@ -19,7 +22,13 @@ use crate::shutdown::Shutdown;
 pub struct Slot {
     pub conn: Option<Conn>,
     pub last_run_id: Option<String>,
+    /// The cluster node this slot connects to; `None` for the target's endpoint.
+    pub dest: Option<Addr>,
 }
+
+/// Most slots a pool keeps (idle ones beyond are closed): a cluster's nodes times
+/// `connections`, bounded whatever a hostile slot map names.
+const MAX_SLOTS: usize = 1024;
 
 /// The shortest pause between two connects of a pool after a failed one; doubles with each
 /// failure up to [`MAX_CONNECT_PACE`].
@@ -85,8 +94,13 @@ impl Pool {
         }
     }
 
-    /// Waits for a free slot.
+    /// Waits for a free slot (of the target's endpoint).
     pub async fn take(&self) -> SlotGuard<'_> {
+        self.take_for(None).await
+    }
+
+    /// Waits for a free slot to `dest` (a cluster node), or of the target's endpoint.
+    pub async fn take_for(&self, dest: Option<&Addr>) -> SlotGuard<'_> {
         let permit = self
             .permits
             .acquire()
@@ -94,12 +108,22 @@ impl Pool {
             .expect("the pool semaphore is never closed");
         // A permit means a slot is free; should that ever not hold, a fresh slot costs one
         // connect, never a panic.
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match slots.iter().rposition(|s| s.dest.as_ref() == dest) {
+            Some(i) => slots.swap_remove(i),
+            None => {
+                // A node this loop has not used yet: a fresh slot. Past the bound, an idle
+                // slot of another node gives up its connection (closed when dropped).
+                if slots.len() >= MAX_SLOTS {
+                    slots.swap_remove(0);
+                }
+                Slot {
+                    dest: dest.cloned(),
+                    ..Slot::default()
+                }
+            }
+        };
+        drop(slots);
         SlotGuard {
             pool: self,
             slot: Some(slot),

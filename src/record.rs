@@ -1,6 +1,7 @@
 //! The recorder: one place that fans a try, a connect, an operation or a verdict out to
 //! the metrics, the episodes, the soak statistics, the spans, the last error and the log.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -26,13 +27,22 @@ impl TargetState {
         observed_us: u64,
         result: ResultKind,
         err: &ConnError,
+        shard: Option<&Arc<str>>,
     ) {
+        let lane = match (shard, &self.cluster) {
+            (Some(shard), Some(c)) => {
+                c.book.failure(shard, op, sent_us, observed_us, result);
+                c.book.lane(shard)
+            }
+            _ => 0,
+        };
         let started = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
-            let started = ep.failure(op, sent_us, observed_us, result);
+            let started = ep.failure_in(lane, op, sent_us, observed_us, result);
             self.episode_open.store(ep.is_open(), Ordering::Relaxed);
             started
         };
+        self.with_history(|h| h.failure(observed_us, started.map(|s| s.start_us), result));
         if let Some(s) = started {
             self.metrics.disruptions.inc();
             self.metrics.disrupted.set(1);
@@ -57,21 +67,36 @@ impl TargetState {
     }
 
     /// An attempt of `op` succeeded.
-    pub(crate) fn try_succeeded(&self, op: Op, sent_us: u64, observed_us: u64) {
+    pub(crate) fn try_succeeded(
+        &self,
+        op: Op,
+        sent_us: u64,
+        observed_us: u64,
+        shard: Option<&Arc<str>>,
+    ) {
         self.metrics
             .op(op)
             .last_success
             .set(self.clock.unix_secs(observed_us));
+        // No shard is in an episode while the target is not (the target's is their union).
         if !self.episode_open.load(Ordering::Relaxed) {
             return;
         }
+        let lane = match (shard, &self.cluster) {
+            (Some(shard), Some(c)) => {
+                c.book.success(shard, op, sent_us, observed_us);
+                c.book.lane(shard)
+            }
+            _ => 0,
+        };
         let ended = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
-            let ended = ep.success(op, sent_us, observed_us);
+            let ended = ep.success_in(lane, op, sent_us, observed_us);
             self.episode_open.store(ep.is_open(), Ordering::Relaxed);
             ended
         };
         if let Some(e) = ended {
+            self.with_history(|h| h.episode_ended(&e));
             let secs = e.duration_secs();
             self.metrics.disrupted.set(0);
             self.metrics.disruption_duration.observe(secs);
@@ -93,11 +118,15 @@ impl TargetState {
     /// Ends an episode still open at the end of a soak, so the report includes it.
     pub fn close_open_episode(&self) {
         let now = self.clock.now_us();
+        if let Some(c) = &self.cluster {
+            c.book.close_open(now);
+        }
         let ended = {
             let mut ep = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
             ep.close_at(now)
         };
         if let Some(e) = ended {
+            self.with_history(|h| h.episode_ended(&e));
             tracing::warn!(
                 target_name = %self.name,
                 duration_seconds = format_args!("{:.3}", e.duration_secs()),
@@ -155,9 +184,13 @@ impl TargetState {
         outcome: Outcome,
         tries: Tries,
         name: &'static str,
+        shard: Option<&Arc<str>>,
     ) {
         let m = self.metrics.op(op);
         m.outcome(outcome).inc();
+        if let (Some(shard), Some(c)) = (shard, &self.cluster) {
+            c.book.outcome(shard, outcome);
+        }
         let end = Instant::now();
         let took = end.saturating_duration_since(scheduled);
         let mut exemplar = None;
@@ -189,6 +222,7 @@ impl TargetState {
         m.operation_duration
             .observe(took.as_secs_f64(), exemplar, None);
         self.with_stats(|s| s.operation(op, outcome, took));
+        self.with_history(|h| h.operation(self.clock.us_of(end), outcome, took));
     }
 
     pub(crate) fn record_verdict(
@@ -200,6 +234,7 @@ impl TargetState {
     ) {
         self.metrics.op(op).read(verdict).inc();
         self.with_stats(|s| s.verdict(verdict, backend));
+        self.with_history(|h| h.verdict(self.clock.now_us(), verdict));
         if matches!(verdict, Verdict::Fresh | Verdict::Lagging) {
             return;
         }
@@ -283,6 +318,9 @@ impl TargetState {
     pub fn expire_backends(&self) {
         let now = self.clock.now_us();
         let ttl = self.settings.backend_ttl.as_micros() as u64;
+        if let Some(c) = &self.cluster {
+            c.book.expire(now, ttl);
+        }
         let gone = self
             .backends
             .lock()

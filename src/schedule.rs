@@ -304,6 +304,7 @@ async fn open_loop(
     let skipped = |scheduled: Instant| {
         t.metrics.op(op).skipped_ticks.inc();
         t.with_stats(|st| st.skipped(op));
+        t.with_history(|h| h.skipped(t.clock.now_us()));
         // One watch attempt at a time keeps looking for the recovery.
         if !watch_busy.swap(true, Ordering::AcqRel) {
             let (t, pool, busy, mut shutdown) = (
@@ -350,6 +351,7 @@ async fn probe_loop(t: &Arc<TargetState>, plan: Timetable, shutdown: Shutdown) {
     let skipped = |_| {
         t.metrics.op(Op::Probe).skipped_ticks.inc();
         t.with_stats(|st| st.skipped(Op::Probe));
+        t.with_history(|h| h.skipped(t.clock.now_us()));
     };
     let next_gap = || {
         if t.probe_failing.load(Ordering::Relaxed) {

@@ -13,12 +13,14 @@ use crate::clock::Clock;
 use crate::config::{Settings, Target};
 use crate::conn::Endpoint;
 use crate::episode::Episodes;
+use crate::history::History;
 use crate::ledger::{Acked, Ledger};
 use crate::metrics::{Metrics, NodeLabels, TargetMetrics};
 use crate::op::Op;
 use crate::payload::owner_hash;
 use crate::stats::Stats;
 use crate::telemetry::Tracing;
+use crate::topology::cluster::{Cluster, tags};
 
 /// The last failure of a target, for the status page.
 #[derive(Clone, Debug)]
@@ -59,6 +61,13 @@ pub struct TargetState {
     /// Mirrors `episodes.is_open()` so the success path skips the lock in steady state.
     pub(crate) episode_open: AtomicBool,
     pub backends: Mutex<Backends>,
+    /// `node` labels with series now (static, sentinel-listed or discovered nodes), so that
+    /// a target removed by a reload can take them all away.
+    pub(crate) node_labels: Mutex<std::collections::BTreeSet<String>>,
+    /// `sentinel` labels of a sentinel target's sentinels.
+    sentinel_labels: Vec<String>,
+    /// Bounded history for the status page and `/api/v1/status` (DESIGN §13).
+    pub history: Mutex<History>,
     pub last_error: Mutex<Option<LastError>>,
     pub(crate) last_bad_read_log_us: AtomicU64,
     pub(crate) last_internal_log_us: AtomicU64,
@@ -68,6 +77,10 @@ pub struct TargetState {
     pub stats: Option<Mutex<Stats>>,
     /// Span export, when configured.
     pub(crate) tracing: Option<Arc<Tracing>>,
+    /// The cluster side of a cluster target (DESIGN §12.2): routing and per-shard books.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Spreads the round-robin of writes over the slot space (see [`tags::stride`]).
+    pub(crate) slot_stride: u32,
 }
 
 /// What every target of a process shares.
@@ -98,7 +111,9 @@ impl TargetState {
         let tracing = shared.tracing.clone();
         let s = &target.settings;
         let tm = metrics.target(&target.name);
-        let start = clock.unix_secs(0);
+        // The target's start: the process start, or the reload that added it (a target
+        // added later must not look as if it had not succeeded since the process began).
+        let start = clock.unix_secs(clock.now_us());
         for op in Op::ALL {
             tm.op(*op).last_success.set(start);
         }
@@ -107,11 +122,24 @@ impl TargetState {
         for node in &nodes {
             create_node_series(&tm, &target.name, &node.host_port());
         }
-        let nodes_auto = matches!(&target.mode, crate::config::Mode::Sentinel(s) if s.nodes_auto);
+        let node_labels = nodes.iter().map(Endpoint::host_port).collect();
+        let nodes_auto = match &target.mode {
+            crate::config::Mode::Sentinel(s) => s.nodes_auto,
+            crate::config::Mode::Cluster(c) => c.nodes_auto,
+            crate::config::Mode::Standalone => false,
+        };
         TargetState {
             name: target.name.clone(),
             url_display: match &target.mode {
                 crate::config::Mode::Standalone => target.url.to_string(),
+                crate::config::Mode::Cluster(c) => format!(
+                    "cluster via {}",
+                    c.seeds
+                        .iter()
+                        .map(|u| u.host_port())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 crate::config::Mode::Sentinel(s) => format!(
                     "sentinel {} via {}",
                     s.master_name,
@@ -144,12 +172,22 @@ impl TargetState {
             episodes: Mutex::new(Episodes::default()),
             episode_open: AtomicBool::new(false),
             backends: Mutex::new(Backends::default()),
+            node_labels: Mutex::new(node_labels),
+            sentinel_labels: match &target.mode {
+                crate::config::Mode::Standalone | crate::config::Mode::Cluster(_) => Vec::new(),
+                crate::config::Mode::Sentinel(s) => {
+                    s.sentinels.iter().map(|u| u.host_port()).collect()
+                }
+            },
+            history: Mutex::new(History::new()),
             last_error: Mutex::new(None),
             last_bad_read_log_us: AtomicU64::new(0),
             last_internal_log_us: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
             stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
             tracing,
+            cluster: None,
+            slot_stride: tags::stride(s.keys),
         }
     }
 
@@ -158,12 +196,26 @@ impl TargetState {
         self.episode_open.load(Ordering::Relaxed)
     }
 
-    /// The key name of `index`.
+    /// The key name of `index`. A cluster target's keys carry a hash tag after the prefix
+    /// that puts key `index` into slot `floor(index * 16384 / keys)` (DESIGN §12.2).
     pub fn key(&self, index: u32) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.key_prefix.len() + 10);
+        let mut key = Vec::with_capacity(self.key_prefix.len() + 18);
         key.extend_from_slice(&self.key_prefix);
+        if let Some(slot) = self.slot(index) {
+            key.push(b'{');
+            key.extend_from_slice(tags::tag(slot).as_bytes());
+            key.extend_from_slice(b"}:");
+        }
         key.extend_from_slice(index.to_string().as_bytes());
         key
+    }
+
+    /// The cluster slot of key `index` (cluster targets only).
+    pub(crate) fn slot(&self, index: u32) -> Option<u16> {
+        let keys = self.settings.keys;
+        self.cluster
+            .as_ref()
+            .map(|_| tags::slot_of(tags::spread(index, keys, self.slot_stride), keys))
     }
 
     /// The highest sequence number written (for cleanup).
@@ -173,6 +225,7 @@ impl TargetState {
 
     /// Creates the series of node `node` (`host:port`) at 0: a node followed from now on.
     pub(crate) fn add_node(&self, node: &str) {
+        self.lock_node_labels().insert(node.to_string());
         create_node_series(&self.metrics, &self.name, node);
     }
 
@@ -185,10 +238,36 @@ impl TargetState {
         self.metrics.node_up.remove(&label);
         self.metrics.replication_delay.remove(&label);
         self.metrics.replication_timeouts.remove(&label);
+        self.lock_node_labels().remove(node);
+    }
+
+    /// The label sets of this target's series that configuration does not fix (nodes,
+    /// backends, sentinels), for removing all its series once its loops have stopped.
+    pub fn open_series(&self) -> crate::metrics::OpenSeries {
+        let backends = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            // Everything counts as expired at the end of time.
+            .expire(u64::MAX, 0);
+        crate::metrics::OpenSeries {
+            nodes: self.lock_node_labels().iter().cloned().collect(),
+            backends,
+            sentinels: self.sentinel_labels.clone(),
+        }
+    }
+
+    fn lock_node_labels(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.node_labels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the history (a short lock: it is on the measuring path).
+    pub(crate) fn with_history(&self, f: impl FnOnce(&mut History)) {
+        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     pub(crate) fn with_stats(&self, f: impl FnOnce(&mut Stats)) {

@@ -2,9 +2,10 @@
 //! (syntax and unit tests for every alert); a real Prometheus scraping a real canary that
 //! watches a real Redis fires the right alerts at a real Alertmanager, whose webhook
 //! receives them, and resolves them after recovery; every query of the Grafana dashboard
-//! returns data from that Prometheus, except the Sentinel ones, which stay empty for that
-//! standalone target and show a Sentinel target's series under promtool; the Kubernetes
-//! manifests (base, keydb-haproxy and redis-sentinel overlays) build with `kubectl
+//! returns data from that Prometheus, except the Sentinel and Cluster ones, which stay
+//! empty for that standalone target and show a Sentinel or Cluster target's series under
+//! promtool; the Kubernetes manifests (base, keydb-haproxy, redis-sentinel, redis-cluster
+//! and sharded overlays) build with `kubectl
 //! kustomize` and validate against the Kubernetes schemas; and the copies that
 //! `deploy/kubernetes/sync.sh` makes are identical to their sources.
 
@@ -19,8 +20,8 @@ use support::*;
 
 /// Row titles of the dashboard, in the order the issue asks for: is it healthy now, what
 /// clients went through, latency, disruptions, data integrity, replication, backends,
-/// Sentinel (DESIGN §12.1), connections.
-const DASHBOARD_ROWS: [&str; 9] = [
+/// Sentinel (DESIGN §12.1), Cluster (§12.2), connections.
+const DASHBOARD_ROWS: [&str; 10] = [
     "Healthy now",
     "What clients went through",
     "Latency",
@@ -29,6 +30,7 @@ const DASHBOARD_ROWS: [&str; 9] = [
     "Replication",
     "Backends",
     "Sentinel",
+    "Cluster",
     "Connections",
 ];
 
@@ -37,9 +39,19 @@ const DASHBOARD_ROWS: [&str; 9] = [
 /// installation (the live test's), data for a Sentinel target (the promtool test).
 const SENTINEL_SERIES: &str = "redis_canary_sentinel_";
 
+/// The series that only Cluster targets (`mode = "cluster"`) export (DESIGN §12.2): like
+/// [`SENTINEL_SERIES`], a query that reads one shows Cluster targets only.
+const CLUSTER_SERIES: [&str; 2] = ["redis_canary_cluster_", "redis_canary_shard_"];
+
+/// Whether a dashboard query reads a Cluster-only series.
+fn reads_cluster_series(expr: &str) -> bool {
+    CLUSTER_SERIES.iter().any(|s| expr.contains(s))
+}
+
 /// Dashboard queries that may legitimately return no data in the live test, with why.
 /// Empty: after an outage and a recovery every panel of the dashboard has data, except
-/// the Sentinel queries (those reading `SENTINEL_SERIES`), which must be empty there.
+/// the Sentinel and Cluster queries (those reading `SENTINEL_SERIES` or
+/// `CLUSTER_SERIES`), which must be empty there.
 const PANELS_THAT_MAY_BE_EMPTY: &[(&str, &str)] = &[];
 
 /// Where the runbook lives, as the alerts' runbook_url spell it.
@@ -134,6 +146,9 @@ fn every_alert_has_a_severity_a_runbook_section_and_tests_that_fire_and_stay_qui
         "RedisCanarySentinelSplitView",
         "RedisCanarySentinelDown",
         "RedisCanarySentinelFailoverSlow",
+        "RedisCanaryShardDisrupted",
+        "RedisCanaryClusterSlotsNotCovered",
+        "RedisCanaryRedirectStorm",
         "RedisCanaryNotScraped",
         "RedisCanaryAbsent",
     ];
@@ -284,23 +299,29 @@ fn the_dashboard_has_its_rows_in_order_and_every_panel_a_unit_a_description_and_
     }
 
     // Every query of the Sentinel row reads a Sentinel series (at least to select the
-    // Sentinel targets), so the row stays empty rather than wrong for standalone targets.
+    // Sentinel targets), and every query of the Cluster row a Cluster series, so the rows
+    // stay empty rather than wrong for other targets.
     let mut row = "";
     for p in &panels {
         if p["type"] == "row" {
             row = p["title"].as_str().unwrap_or_default();
             continue;
         }
-        if row != "Sentinel" {
-            continue;
-        }
         for t in p["targets"].as_array().into_iter().flatten() {
             let expr = t["expr"].as_str().unwrap_or_default();
-            assert!(
-                expr.contains(SENTINEL_SERIES),
-                "Sentinel row, panel {:?}: query reads no Sentinel series: {expr}",
-                p["title"]
-            );
+            match row {
+                "Sentinel" => assert!(
+                    expr.contains(SENTINEL_SERIES),
+                    "Sentinel row, panel {:?}: query reads no Sentinel series: {expr}",
+                    p["title"]
+                ),
+                "Cluster" => assert!(
+                    reads_cluster_series(expr),
+                    "Cluster row, panel {:?}: query reads no Cluster series: {expr}",
+                    p["title"]
+                ),
+                _ => {}
+            }
         }
     }
 
@@ -380,33 +401,159 @@ fn sentinel_dashboard_series() -> String {
 )]
 fn the_sentinel_panels_show_a_sentinel_target_and_stay_empty_for_a_standalone_one() {
     // The live test watches a standalone Redis, where the Sentinel queries must be empty;
-    // here promtool evaluates each of them, with the variables substituted as Grafana
-    // would, on the series of a Sentinel target and of a standalone one: as an alert that
-    // fires when the query, evaluated every second over the 5 minutes as Grafana's range
-    // query would be, returned anything. It must fire for the first and stay quiet for
-    // the second.
+    // here promtool evaluates each of them on the series of a Sentinel target and of a
+    // standalone one (see `check_topology_queries`).
+    // Three stats, two timelines, switches, episodes, lengths; two annotations.
+    check_topology_queries(
+        "Sentinel",
+        |expr| expr.contains(SENTINEL_SERIES),
+        &sentinel_dashboard_series(),
+        "cache",
+        10,
+    );
+}
+
+/// Series of a Cluster target `sessions` (three shards) and a standalone target `plain`,
+/// sampled every second for 5 minutes: shard 0-5460 fails over from 200 s to 203 s (its
+/// slots uncovered meanwhile, a map refresh on `unreachable`, MOVED answers after it);
+/// both targets go through the same target-level episode, and only `sessions` has
+/// Cluster series.
+fn cluster_dashboard_series() -> String {
+    let mut out = String::new();
+    let mut series = |name: &str, values: &str| {
+        out.push_str(&format!(
+            "      - series: '{name}'\n        values: '{values}'\n"
+        ));
+    };
+    let c = "target=\"sessions\"";
+    series(
+        &format!("redis_canary_cluster_slots_covered{{{c}}}"),
+        "16384x200 10923x3 16384x96",
+    );
+    for role in ["master", "replica"] {
+        series(
+            &format!("redis_canary_cluster_nodes{{{c},role=\"{role}\"}}"),
+            "3x300",
+        );
+    }
+    for (reason, values) in [
+        ("start", "1x300"),
+        ("unreachable", "0x200 1x100"),
+        ("periodic", "0+0.1x300"),
+    ] {
+        series(
+            &format!("redis_canary_cluster_refreshes_total{{{c},reason=\"{reason}\"}}"),
+            values,
+        );
+    }
+    for shard in ["0-5460", "5461-10922", "10923-16383"] {
+        let s = format!("{c},shard=\"{shard}\"");
+        let (disrupted, episodes, sum) = if shard == "0-5460" {
+            ("0x200 1x3 0x96", "0x200 1x100", "0x203 2.7x96")
+        } else {
+            ("0x300", "0x300", "0x300")
+        };
+        series(&format!("redis_canary_shard_disrupted{{{s}}}"), disrupted);
+        series(
+            &format!("redis_canary_shard_disruptions_total{{{s}}}"),
+            episodes,
+        );
+        let count = if sum == "0x300" {
+            "0x300"
+        } else {
+            "0x203 1x96"
+        };
+        series(
+            &format!("redis_canary_shard_disruption_duration_seconds_sum{{{s}}}"),
+            sum,
+        );
+        series(
+            &format!("redis_canary_shard_disruption_duration_seconds_count{{{s}}}"),
+            count,
+        );
+        for (outcome, values) in [
+            ("ok", "0+7x300"),
+            ("recovered", "0x203 3x96"),
+            ("failed", "0x300"),
+        ] {
+            series(
+                &format!("redis_canary_shard_operations_total{{{s},outcome=\"{outcome}\"}}"),
+                values,
+            );
+        }
+    }
+    for target in ["sessions", "plain"] {
+        let t = format!("target=\"{target}\"");
+        for (result, values) in [
+            ("ok", "0+20x300"),
+            ("moved", "0x203 4x96"),
+            ("ask", "0x300"),
+            ("clusterdown", "0x300"),
+        ] {
+            series(
+                &format!("redis_canary_attempts_total{{{t},op=\"write\",result=\"{result}\"}}"),
+                values,
+            );
+        }
+        series(&format!("redis_canary_disrupted{{{t}}}"), "0x200 1x3 0x96");
+        series(
+            &format!("redis_canary_backend_switches_total{{{t}}}"),
+            "0x203 2x96",
+        );
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(have_promtool),
+    ignore = "needs promtool (not installed: scripts/install-deps)"
+)]
+fn the_cluster_panels_show_a_cluster_target_and_stay_empty_for_a_standalone_one() {
+    // Four stats, the per-shard timeline, six time series; one annotation.
+    check_topology_queries(
+        "Cluster",
+        reads_cluster_series,
+        &cluster_dashboard_series(),
+        "sessions",
+        12,
+    );
+}
+
+/// The queries of the dashboard that `selects` (those of one topology) must show data for
+/// `topo_target` and nothing for the standalone target `plain`: promtool evaluates each,
+/// with the variables substituted as Grafana would, on `series` (5 minutes at 1 s), as an
+/// alert that fires when the query, evaluated every second over the 5 minutes as
+/// Grafana's range query would be, returned anything. It must fire for the first and
+/// stay quiet for the second.
+fn check_topology_queries(
+    topology: &str,
+    selects: fn(&str) -> bool,
+    series: &str,
+    topo_target: &str,
+    at_least: usize,
+) {
     let queries: Vec<DashboardQuery> = dashboard_queries(&dashboard())
         .into_iter()
-        .filter(|q| q.expr.contains(SENTINEL_SERIES))
+        .filter(|q| selects(&q.expr))
         .collect();
-    // Three stats, two timelines, switches, episodes, lengths; two annotations.
     assert!(
-        queries.len() >= 10,
-        "only {} Sentinel queries",
+        queries.len() >= at_least,
+        "only {} {topology} queries",
         queries.len()
     );
 
-    let mut rules = String::from("groups:\n  - name: sentinel-dashboard\n    rules:\n");
+    let mut rules = String::from("groups:\n  - name: topology-dashboard\n    rules:\n");
     let mut checks = String::new();
     for (i, q) in queries.iter().enumerate() {
-        for target in ["cache", "plain"] {
+        for target in [topo_target, "plain"] {
             let name = format!("Query{i}{target}");
             let expr = substitute(&q.expr, target, ".*", 300);
             rules.push_str(&format!(
                 "      # {}\n      - alert: {name}\n        expr: |\n          count(count_over_time(({expr})[5m:1s])) > 0\n",
                 q.place
             ));
-            let expected = if target == "cache" {
+            let expected = if target == topo_target {
                 "\n          - exp_labels: {}\n"
             } else {
                 " []\n"
@@ -417,8 +564,7 @@ fn the_sentinel_panels_show_a_sentinel_target_and_stay_empty_for_a_standalone_on
         }
     }
     let tests = format!(
-        "rule_files:\n  - rules.yml\nevaluation_interval: 1s\ntests:\n  - interval: 1s\n    input_series:\n{}    alert_rule_test:\n{checks}",
-        sentinel_dashboard_series()
+        "rule_files:\n  - rules.yml\nevaluation_interval: 1s\ntests:\n  - interval: 1s\n    input_series:\n{series}    alert_rule_test:\n{checks}"
     );
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("rules.yml"), &rules).expect("writing rules");
@@ -428,7 +574,7 @@ fn the_sentinel_panels_show_a_sentinel_target_and_stay_empty_for_a_standalone_on
         .current_dir(dir.path()));
     assert!(
         ok,
-        "a Sentinel query is empty for the Sentinel target, or shows the standalone one \
+        "a {topology} query is empty for the {topology} target, or shows the standalone one \
          (QueryN is the Nth of these):\n{}\n{out}{err}",
         queries
             .iter()
@@ -718,6 +864,7 @@ scrape_configs:
     let range_s = (end - range_start).ceil() as u64;
     let mut empty = Vec::new();
     let mut sentinel_with_data = Vec::new();
+    let mut cluster_with_data = Vec::new();
     let queries = dashboard_queries(&dashboard());
     for q in &queries {
         let expr = substitute(&q.expr, "direct", &node_regex, range_s);
@@ -733,6 +880,11 @@ scrape_configs:
             if !result.is_empty() {
                 sentinel_with_data.push(format!("{}: {expr}", q.place));
             }
+        } else if reads_cluster_series(&q.expr) {
+            // Nor a Cluster target: the Cluster panels stay empty too.
+            if !result.is_empty() {
+                cluster_with_data.push(format!("{}: {expr}", q.place));
+            }
         } else if !has_finite_value(&result) {
             empty.push(format!("{}: {expr}", q.place));
         }
@@ -741,6 +893,11 @@ scrape_configs:
         sentinel_with_data.is_empty(),
         "Sentinel queries returned data for a standalone target:\n{}",
         sentinel_with_data.join("\n")
+    );
+    assert!(
+        cluster_with_data.is_empty(),
+        "Cluster queries returned data for a standalone target:\n{}",
+        cluster_with_data.join("\n")
     );
     let unexpected: Vec<&String> = empty
         .iter()
@@ -1226,6 +1383,184 @@ fn kustomize_redis_sentinel_overlay_builds_validates_and_watches_three_sentinels
         ok,
         "check-config rejected the overlay's canary.toml:\n{out}{err}"
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_kubectl, have_kubernetes_validate)),
+    ignore = "needs kubectl, kubernetes-validate (not installed: scripts/install-deps)"
+)]
+fn kustomize_redis_cluster_overlay_builds_validates_and_watches_the_cluster_from_a_seed() {
+    let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
+    let validator = kubernetes_validate();
+    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/redis-cluster");
+    validate(&validator, &yaml);
+    let overlay = yaml_to_json(&validator, &yaml);
+    for o in &overlay {
+        assert_eq!(
+            o["metadata"]["namespace"], "redis",
+            "{} not in redis",
+            o["metadata"]["name"]
+        );
+    }
+    let pod_labels = check_canary_deployment(&overlay);
+    check_base_objects(&overlay, &pod_labels);
+
+    // One Cluster target: a seed, every replica followed, the nodes' password as a file.
+    let config = find(&overlay, "ConfigMap", "redis-canary-config");
+    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
+    let table: toml::Table = toml_text.parse().expect("canary.toml parses");
+    let targets = table["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 1);
+    let t = targets[0].as_table().expect("target table");
+    assert_eq!(t["mode"].as_str(), Some("cluster"));
+    assert_eq!(t["url"].as_str(), Some("redis://redis-cluster:6379"));
+    assert_eq!(t["nodes"].as_str(), Some("auto"));
+    assert_eq!(
+        t["password_file"].as_str(),
+        Some("/run/secrets/redis/password")
+    );
+
+    // The NetworkPolicy lets the canary reach the data port of any node the cluster names
+    // (no destination restriction on that rule).
+    let np = find(&overlay, "NetworkPolicy", "redis-canary");
+    let data_rule = np["spec"]["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .find(|rule| {
+            rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"] == 6379 && p["protocol"] == "TCP")
+        })
+        .expect("an egress rule for 6379");
+    assert!(data_rule["to"].is_null(), "6379 restricted: {data_rule}");
+
+    // The canary accepts the configuration (mode = "cluster", DESIGN §12.2).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("canary.toml");
+    std::fs::write(&file, toml_text).expect("writing config");
+    let (ok, out, err) = run(Command::new(canary_bin())
+        .args(["check-config", "--config"])
+        .arg(&file));
+    assert!(
+        ok,
+        "check-config rejected the overlay's canary.toml:\n{out}{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_kubectl, have_kubernetes_validate)),
+    ignore = "needs kubectl, kubernetes-validate (not installed: scripts/install-deps)"
+)]
+fn kustomize_sharded_overlay_runs_a_statefulset_whose_pods_share_every_target_once() {
+    let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
+    let validator = kubernetes_validate();
+    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/sharded");
+    validate(&validator, &yaml);
+    let overlay = yaml_to_json(&validator, &yaml);
+    assert!(!overlay.iter().any(|o| o["kind"] == "Deployment"));
+    let sts = find(&overlay, "StatefulSet", "redis-canary");
+    // The base's checks hold for the StatefulSet's pod template as for the Deployment's
+    // (the headless Service last, so that the base's Service is the one they find: the
+    // order of objects differs between kustomize versions).
+    let mut as_deployment: Vec<Value> = overlay
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if o["kind"] == "StatefulSet" {
+                o["kind"] = "Deployment".into();
+            }
+            o
+        })
+        .collect();
+    as_deployment.sort_by_key(|o| o["metadata"]["name"] == "redis-canary-headless");
+    let pod_labels = check_canary_deployment(&as_deployment);
+    check_base_objects(&as_deployment, &pod_labels);
+
+    // N replicas named by a headless Service, each told its share by its ordinal.
+    let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "{replicas}");
+    let headless = find(&overlay, "Service", "redis-canary-headless");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert!(selects(&headless["spec"]["selector"], &pod_labels));
+    assert_eq!(sts["spec"]["serviceName"], headless["metadata"]["name"]);
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    let shard = env
+        .iter()
+        .find(|e| e["name"] == "REDIS_CANARY_SHARD")
+        .expect("REDIS_CANARY_SHARD");
+    assert_eq!(shard["value"], format!("ordinal/{replicas}"));
+
+    // Every pod scraped once: the ServiceMonitor selects one Service only, not the
+    // headless one (which would scrape every pod a second time).
+    let sm = find(&overlay, "ServiceMonitor", "redis-canary");
+    let selected: Vec<&Value> = overlay
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .filter(|o| {
+            selects(
+                &sm["spec"]["selector"]["matchLabels"],
+                &o["metadata"]["labels"],
+            )
+        })
+        .collect();
+    assert_eq!(selected.len(), 1, "{selected:?}");
+    assert!(selects(&selected[0]["spec"]["selector"], &pod_labels));
+
+    // The pods' shares cover every target exactly once, none empty.
+    let config = find(&overlay, "ConfigMap", "redis-canary-config");
+    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
+    let targets = check_canary_config(toml_text);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("canary.toml");
+    std::fs::write(&file, toml_text).expect("writing config");
+    let mut owned = Vec::new();
+    for ordinal in 0..replicas {
+        let (ok, out, err) = run(Command::new(canary_bin())
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .env("REDIS_CANARY_SHARD", format!("{ordinal}/{replicas}")));
+        assert!(ok, "{out}{err}");
+        let share: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("#   "))
+            .map(str::to_string)
+            .collect();
+        assert!(!share.is_empty(), "pod {ordinal} would run no target");
+        owned.extend(share);
+    }
+    owned.sort();
+    let mut names: Vec<String> = targets
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(owned, names);
+
+    // Nothing doubles with several replicas: every alert on the canary's per-target
+    // series aggregates by target (and namespace, job), never per pod.
+    let rules = yaml_to_json(&validator, &repo_file("alerts/redis-canary.rules.yml"));
+    let mut checked = 0;
+    for group in rules[0]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            if expr.contains("redis_canary_") {
+                checked += 1;
+                assert!(
+                    expr.contains("by (namespace, job, target"),
+                    "{}: {expr}",
+                    rule["alert"]
+                );
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} rules on canary series");
 }
 
 // ------------------------------------------------------------------------------------

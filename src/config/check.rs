@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use figment::Figment;
 use figment::value::{Dict, Value};
 
+use super::cluster::ClusterLayer;
 use super::discovery::{is_dns_text, parse_node_discovery};
 use super::problems::{ConfigProblem, quote};
 use super::sentinel::{ModeKind, SentinelLayer, data_url};
@@ -53,6 +54,7 @@ impl Checker<'_> {
         let mut instance = None;
         let mut log_format = LogFormat::Text;
         let mut cleanup = false;
+        let mut shard = None;
         let mut defaults = SettingsLayer::default();
         let mut slo = SloLayer::default();
         let mut telemetry = Telemetry::default();
@@ -88,6 +90,14 @@ impl Checker<'_> {
                     None => {}
                 },
                 "cleanup" => cleanup = self.boolean(key, value).unwrap_or(cleanup),
+                "shard" => {
+                    if let Some(text) = self.text(key, value) {
+                        match crate::fleet::Shard::parse(text, || self.hostname()) {
+                            Ok(s) => shard = Some(s),
+                            Err(message) => self.report(key, value, message),
+                        }
+                    }
+                }
                 "defaults" => {
                     if let Some(dict) = self.table(key, value) {
                         defaults = self.settings_table(key, dict);
@@ -142,6 +152,7 @@ impl Checker<'_> {
             instance,
             log_format,
             cleanup,
+            shard,
             telemetry,
             targets,
             ignored_env,
@@ -321,6 +332,7 @@ impl Checker<'_> {
         let mut slo = SloLayer::default();
         let mut mode = ModeKind::default();
         let mut sentinel = SentinelLayer::default();
+        let mut cluster = ClusterLayer::default();
         let mut nodes_auto: Option<(String, &Value)> = None;
         let mut discovery = None;
 
@@ -395,6 +407,7 @@ impl Checker<'_> {
                 }
                 _ => {
                     if !self.sentinel_key(&mut sentinel, path, key, value)
+                        && !self.cluster_key(&mut cluster, path, key, value)
                         && !self.settings_key(&mut settings, path, key, value)
                     {
                         self.unknown(&at, value, &[TARGET_KEYS, SETTINGS_KEYS]);
@@ -409,6 +422,7 @@ impl Checker<'_> {
                 "missing: every target needs a name and a url",
             ));
         }
+        let is_cluster = mode == ModeKind::Cluster;
         let mode = match mode {
             ModeKind::Standalone => {
                 if !dict.contains_key("url") {
@@ -419,16 +433,29 @@ impl Checker<'_> {
                     ));
                 }
                 self.no_sentinel_keys(&sentinel);
+                self.no_cluster_keys(&cluster);
                 if let Some((at, value)) = &nodes_auto {
                     self.report(
                         at,
                         value,
-                        "\"auto\" is only for mode = \"sentinel\": list the nodes",
+                        "\"auto\" is only for mode = \"sentinel\" or \"cluster\": list the nodes",
                     );
                 }
                 Some(Mode::Standalone)
             }
+            ModeKind::Cluster => {
+                self.no_sentinel_keys(&sentinel);
+                self.cluster_target(
+                    path,
+                    cluster,
+                    &mut url,
+                    dict.get("url"),
+                    nodes_auto.is_some(),
+                )
+                .map(Mode::Cluster)
+            }
             ModeKind::Sentinel => {
+                self.no_cluster_keys(&cluster);
                 if let Some(value) = dict.get("url") {
                     self.report(
                         &child(path, "url"),
@@ -506,6 +533,7 @@ impl Checker<'_> {
             node_urls.push(node_url);
         }
 
+        let key_prefix_value = key_prefix.map(|(_, value)| value);
         let key_prefix = match &name {
             Some(name) if !instance.is_empty() => {
                 self.key_prefix(&child(path, "key_prefix"), key_prefix, instance, name)
@@ -513,6 +541,9 @@ impl Checker<'_> {
             _ => None, // a bad name or instance was reported already
         };
 
+        if let (true, Some(prefix)) = (is_cluster, &key_prefix) {
+            self.cluster_key_prefix(path, prefix, key_prefix_value);
+        }
         let settings_resolved = settings.over(default_settings);
         self.check_settings(path, &settings_resolved, &settings, false);
         let slo = slo.over(default_slo);

@@ -119,6 +119,9 @@ pub(super) fn load_layers(
     if let Some(log_format) = &args.log_format {
         figment = figment.merge(Layer::flag("--log-format", "log_format", log_format));
     }
+    if let Some(shard) = &args.shard {
+        figment = figment.merge(Layer::flag("--shard", "shard", shard));
+    }
 
     let mut tree = match figment.find_value("") {
         Ok(Value::Dict(_, dict)) => dict,

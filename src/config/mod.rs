@@ -11,6 +11,7 @@
 //! they fill in whatever no layer set.
 
 mod check;
+mod cluster;
 mod discovery;
 mod layers;
 mod print;
@@ -68,6 +69,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "instance",
     "log_format",
     "cleanup",
+    "shard",
     "defaults",
     "slo",
     "telemetry",
@@ -113,7 +115,15 @@ const TARGET_KEYS: &[&str] = &[
     "sentinel_password_file",
     "sentinel_password_env",
     "sentinel_refresh",
+    "seeds",
+    "cluster_refresh",
 ];
+
+/// Keys of a `[[targets]]` entry that only `mode = "cluster"` takes (DESIGN §12.2).
+const CLUSTER_KEYS: &[&str] = &["seeds", "cluster_refresh"];
+
+/// Default `cluster_refresh` (DESIGN §12.2): how often the slot map is asked for again.
+pub const DEFAULT_CLUSTER_REFRESH: Duration = Duration::from_secs(10);
 
 /// Keys of a `[[targets]]` entry that only `mode = "sentinel"` takes (DESIGN §12.1).
 const SENTINEL_KEYS: &[&str] = &[
@@ -172,6 +182,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether to `DEL` the canary's own keys on shutdown.
     pub cleanup: bool,
+    /// `shard = "INDEX/COUNT"`: run only the targets this replica owns (DESIGN §14);
+    /// `None` runs them all.
+    pub shard: Option<crate::fleet::Shard>,
     /// OpenTelemetry export.
     pub telemetry: Telemetry,
     /// The endpoints to measure; never empty.
@@ -241,13 +254,28 @@ pub struct Target {
     pub slo: Slo,
 }
 
-/// How a target's endpoint is found (DESIGN §12): `mode = "standalone" | "sentinel"`.
+/// How a target's endpoint is found (DESIGN §12): `mode = "standalone" | "sentinel" |
+/// "cluster"`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     /// The URL is the endpoint, whatever stands behind it.
     Standalone,
     /// The master is asked of sentinels on every connect and followed (DESIGN §12.1).
     Sentinel(SentinelTarget),
+    /// Every operation goes to the master of its key's slot (DESIGN §12.2).
+    Cluster(ClusterTarget),
+}
+
+/// The cluster side of a `mode = "cluster"` target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterTarget {
+    /// Where the slot map is first asked for: `url`, or `seeds`; never empty. The first is
+    /// also [`Target::url`] (credentials, TLS).
+    pub seeds: Vec<RedisUrl>,
+    /// How often the slot map is asked for again (`cluster_refresh`).
+    pub refresh: Duration,
+    /// `nodes = "auto"`: follow every replica of every shard.
+    pub nodes_auto: bool,
 }
 
 /// The sentinel side of a `mode = "sentinel"` target.

@@ -41,6 +41,8 @@ struct ConfigView<'a> {
     instance: &'a str,
     log_format: LogFormat,
     cleanup: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
     telemetry: TelemetryView<'a>,
     targets: Vec<TargetView<'a>>,
 }
@@ -59,6 +61,8 @@ struct TargetView<'a> {
     url: Option<String>,
     #[serde(flatten)]
     sentinel: Option<SentinelView<'a>>,
+    #[serde(flatten)]
+    cluster: Option<ClusterView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,15 @@ struct SentinelView<'a> {
     sentinel_refresh: &'a Duration,
 }
 
+/// The cluster keys of a `mode = "cluster"` target (a single seed prints as `url`).
+#[derive(Serialize)]
+struct ClusterView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeds: Option<Vec<String>>,
+    #[serde(serialize_with = "serialize_duration")]
+    cluster_refresh: &'a Duration,
+}
+
 /// A password source as the three keys that name it, the inline one masked. `in_url`: a
 /// password given in a URL is masked there already and not repeated.
 fn password_keys(
@@ -125,6 +138,7 @@ impl Config {
             instance: &self.instance,
             log_format: self.log_format,
             cleanup: self.cleanup,
+            shard: self.shard.map(|s| s.to_string()),
             telemetry: TelemetryView {
                 otlp_endpoint: self.telemetry.otlp_endpoint.as_deref().unwrap_or(""),
                 sample_ratio: self.telemetry.sample_ratio,
@@ -150,8 +164,22 @@ impl<'a> From<&'a Target> for TargetView<'a> {
         // A password from the URL is already masked in the URL.
         let (password, password_file, password_env) =
             password_keys(&target.password, target.url.password.is_some());
+        let mut cluster = None;
         let (mode, url, sentinel, nodes_auto) = match &target.mode {
             Mode::Standalone => ("standalone", Some(target.url.to_string()), None, false),
+            Mode::Cluster(c) => {
+                let many = c.seeds.len() > 1;
+                cluster = Some(ClusterView {
+                    seeds: many.then(|| c.seeds.iter().map(ToString::to_string).collect()),
+                    cluster_refresh: &c.refresh,
+                });
+                (
+                    "cluster",
+                    (!many).then(|| target.url.to_string()),
+                    None,
+                    c.nodes_auto,
+                )
+            }
             Mode::Sentinel(s) => {
                 let in_url = s.sentinels.iter().any(|u| u.password.is_some());
                 let (sentinel_password, sentinel_password_file, sentinel_password_env) =
@@ -173,6 +201,7 @@ impl<'a> From<&'a Target> for TargetView<'a> {
             mode,
             url,
             sentinel,
+            cluster,
             username: target.username.as_deref(),
             password,
             password_file,

@@ -29,6 +29,7 @@ pub(super) enum ModeKind {
     #[default]
     Standalone,
     Sentinel,
+    Cluster,
 }
 
 /// What one target table says about sentinels, before the checks across its keys.
@@ -44,21 +45,18 @@ pub(super) struct SentinelLayer<'v> {
 }
 
 impl<'v> Checker<'_> {
-    /// `mode = "standalone" | "sentinel"`; `"cluster"` is reported as not supported yet.
+    /// `mode = "standalone" | "sentinel" | "cluster"`.
     pub(super) fn mode(&mut self, at: &str, value: &Value) -> Option<ModeKind> {
         match self.text(at, value)? {
             "standalone" => Some(ModeKind::Standalone),
             "sentinel" => Some(ModeKind::Sentinel),
-            "cluster" => {
+            "cluster" => Some(ModeKind::Cluster),
+            _ => {
                 self.report(
                     at,
                     value,
-                    "mode \"cluster\" is not supported yet: use \"standalone\" (one endpoint) or \"sentinel\"",
+                    "expected \"standalone\", \"sentinel\" or \"cluster\"",
                 );
-                None
-            }
-            _ => {
-                self.report(at, value, "expected \"standalone\" or \"sentinel\"");
                 None
             }
         }

@@ -593,7 +593,8 @@ nodes = "auto"
 [[targets]]
 name = "d"
 mode = "cluster"
-url = "redis://h:6379"
+url = "redis://h:6379/3"
+master_name = "m"
 "#,
     );
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
@@ -604,13 +605,14 @@ url = "redis://h:6379"
         "targets[1].sentinel_username",
         "targets[2].master_name",
         "targets[2].nodes",
-        "targets[3].mode",
+        "targets[3].url",
+        "targets[3].master_name",
     ] {
         assert!(keys.contains(&key), "{key} missing from {problems:#?}");
     }
     let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
     assert!(!text.contains("other"), "a password leaked: {text}");
-    assert!(text.contains("not supported yet"), "{text}");
+    assert!(text.contains("only database 0"), "{text}");
 }
 
 #[test]
@@ -770,4 +772,93 @@ nodes = "dns://u:pw@nodes.test:6379"
     }
     let text: String = found.iter().map(|p| format!("{p}\n")).collect();
     assert!(!text.contains("pw@"), "a password leaked: {text}");
+}
+
+#[test]
+fn a_cluster_target_loads_from_one_seed_or_several_and_prints_back() {
+    let config = load_toml(
+        r#"
+[[targets]]
+name = "sessions"
+mode = "cluster"
+url = "redis://:pw@10.0.0.1:7000"
+nodes = "auto"
+cluster_refresh = "2s"
+
+[[targets]]
+name = "carts"
+mode = "cluster"
+seeds = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+"#,
+        &[],
+    )
+    .expect("valid");
+    let Mode::Cluster(c) = &config.targets[0].mode else {
+        panic!("{:?}", config.targets[0].mode)
+    };
+    assert_eq!(c.seeds.len(), 1);
+    assert_eq!(c.refresh, Duration::from_secs(2));
+    assert!(c.nodes_auto);
+    let Mode::Cluster(c) = &config.targets[1].mode else {
+        panic!("{:?}", config.targets[1].mode)
+    };
+    assert_eq!(c.seeds.len(), 2);
+    assert_eq!(c.refresh, DEFAULT_CLUSTER_REFRESH);
+    assert_eq!(config.targets[1].url.host, "10.0.0.1");
+    let printed = config.to_masked_toml();
+    assert!(!printed.contains(":pw@"), "{printed}");
+    for line in [
+        "mode = \"cluster\"",
+        "cluster_refresh = \"2s\"",
+        "seeds = [",
+        "nodes = \"auto\"",
+    ] {
+        assert!(printed.contains(line), "{line} missing:\n{printed}");
+    }
+    let again = load_toml(&printed, &[]).expect("the printed config loads back");
+    assert_eq!(again.targets[1].mode, config.targets[1].mode);
+}
+
+#[test]
+fn every_problem_of_a_cluster_target_is_reported_naming_its_key() {
+    let problems = problems(
+        r#"
+[[targets]]
+name = "a"
+mode = "cluster"
+
+[[targets]]
+name = "b"
+mode = "cluster"
+url = "redis://h:7000"
+seeds = ["redis://h:7001"]
+cluster_refresh = "1ms"
+
+[[targets]]
+name = "c"
+mode = "cluster"
+seeds = ["redis://h:7000", "redis://u:other@h:7001", "rediss://h:7002"]
+key_prefix = "canary:{tag}:"
+
+[[targets]]
+name = "d"
+url = "redis://h:7000"
+seeds = ["redis://h:7001"]
+"#,
+    );
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "targets[0].url",
+        "targets[1].url",
+        "targets[1].cluster_refresh",
+        "targets[2].seeds[1]",
+        "targets[2].seeds[2]",
+        "targets[2].key_prefix",
+        "targets[3].seeds",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+    }
+    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
+    assert!(!text.contains("other"), "a password leaked: {text}");
+    assert!(text.contains("only for mode = \"cluster\""), "{text}");
 }

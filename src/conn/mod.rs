@@ -310,7 +310,7 @@ impl Conn {
     /// Resolves, connects, authenticates and identifies the node at `host:port`, all within
     /// `connect_timeout`. A lookup that does not finish in that time is a `dns` failure
     /// (the server was never reached), the rest a `timeout`.
-    async fn open_at(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
+    pub(crate) async fn open_at(ep: &Endpoint, host: &str, port: u16) -> Result<Conn, ConnError> {
         let deadline = tokio::time::Instant::now() + ep.connect_timeout;
         // DNS is resolved on every connect: a rescheduled pod gets a new address.
         let addrs = resolve_until(host, port, deadline, ep.connect_timeout).await?;

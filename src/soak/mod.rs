@@ -22,7 +22,7 @@ use crate::shutdown;
 use crate::target::TargetState;
 
 pub use judge::Judgement;
-pub use report::{Backend, Report, SCHEMA, TargetReport};
+pub use report::{Backend, Report, SCHEMA, ShardReport, TargetReport};
 
 /// Why a soak could not run or could not hand in its report.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,9 @@ fn target_report(t: &TargetState) -> Option<TargetReport> {
         .iter()
         .map(|&c| (c.as_str(), t.metrics.internal(c).get()))
         .collect();
+    if let Some(c) = &t.cluster {
+        report.shards = c.book.summaries().iter().map(ShardReport::of).collect();
+    }
     Some(report)
 }
 

@@ -147,6 +147,43 @@ pub struct TargetReport {
     /// Failures of the canary itself by cause (out of file descriptors, memory, local
     /// ports): not server behaviour, so they stay out of `attempts` and out of the SLOs.
     pub internal_errors: BTreeMap<&'static str, u64>,
+    /// A cluster target's shards (DESIGN §12.2), by first slot range; absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardReport>,
+}
+
+/// One shard of a cluster target over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardReport {
+    /// The shard label: its first slot range.
+    pub shard: String,
+    pub operations: ShardOperations,
+    /// Episodes of this shard.
+    pub disruptions: u64,
+    pub longest_disruption_seconds: f64,
+}
+
+/// Operations of one shard by outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardOperations {
+    pub ok: u64,
+    pub recovered: u64,
+    pub failed: u64,
+}
+
+impl ShardReport {
+    pub fn of(s: &crate::topology::cluster::book::ShardSummary) -> ShardReport {
+        ShardReport {
+            shard: s.shard.clone(),
+            operations: ShardOperations {
+                ok: s.ok,
+                recovered: s.recovered,
+                failed: s.failed,
+            },
+            disruptions: s.disruptions,
+            longest_disruption_seconds: s.longest_disruption_secs,
+        }
+    }
 }
 
 impl TargetReport {
@@ -207,6 +244,7 @@ impl TargetReport {
             backends_dropped,
             slo,
             internal_errors: BTreeMap::new(),
+            shards: Vec::new(),
         }
     }
 
@@ -267,6 +305,25 @@ impl TargetReport {
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
         let _ = writeln!(out, "failed attempts: {}", or_none(&failed_attempts));
+        if !self.shards.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<13} {:>8} {:>9} {:>7} {:>11} {:>12}",
+                "shard", "ok", "recovered", "failed", "disruptions", "longest s"
+            );
+            for s in &self.shards {
+                let _ = writeln!(
+                    out,
+                    "{:<13} {:>8} {:>9} {:>7} {:>11} {:>12.3}",
+                    s.shard,
+                    s.operations.ok,
+                    s.operations.recovered,
+                    s.operations.failed,
+                    s.disruptions,
+                    s.longest_disruption_seconds
+                );
+            }
+        }
         let failed_connects: Vec<String> = Kind::ALL
             .iter()
             .flat_map(|k| {

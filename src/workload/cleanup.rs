@@ -4,8 +4,12 @@ use std::time::Instant;
 
 use redis::Value as Reply;
 
+use std::collections::BTreeMap;
+
 use crate::conn::Conn;
 use crate::target::TargetState;
+use crate::topology::cluster::Cluster;
+use crate::topology::cluster::map::Addr;
 
 impl TargetState {
     /// Deletes this run's keys (`cleanup = true`), bounded by `deadline`.
@@ -13,6 +17,9 @@ impl TargetState {
         let written = self.last_seq().min(u64::from(self.settings.keys)) as u32;
         if written == 0 {
             return;
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.cleanup_cluster(cluster, written, deadline).await;
         }
         let Ok(Ok(mut conn)) =
             tokio::time::timeout_at(deadline.into(), Conn::open(&self.endpoint)).await
@@ -31,6 +38,39 @@ impl TargetState {
             match conn.call(&args, 0, left).await {
                 Ok(Reply::Int(n)) => deleted += n as u64,
                 _ => break,
+            }
+        }
+        tracing::info!(target_name = %self.name, deleted, "cleanup done");
+    }
+
+    /// Cleanup of a cluster target: every key sits in its own slot, so each is deleted by
+    /// itself, on its slot's master (one connection per master).
+    async fn cleanup_cluster(&self, cluster: &Cluster, written: u32, deadline: Instant) {
+        let mut by_master: BTreeMap<Addr, Vec<u32>> = BTreeMap::new();
+        for i in 0..written {
+            if let Some(slot) = self.slot(i) {
+                by_master
+                    .entry(cluster.route(slot).addr)
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut deleted = 0u64;
+        'masters: for (addr, keys) in by_master {
+            let Ok(Ok(mut conn)) =
+                tokio::time::timeout_at(deadline.into(), cluster.open(&addr)).await
+            else {
+                tracing::warn!(target_name = %self.name, node = %addr, "cleanup: cannot connect, keys expire by their TTL");
+                continue;
+            };
+            for i in keys {
+                let key = self.key(i);
+                let left = deadline.saturating_duration_since(Instant::now());
+                match conn.call(&[b"DEL", &key], 0, left).await {
+                    Ok(Reply::Int(n)) => deleted += n as u64,
+                    Err(crate::conn::ConnError::Timeout) => break 'masters,
+                    _ => {}
+                }
             }
         }
         tracing::info!(target_name = %self.name, deleted, "cleanup done");

@@ -8,16 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::attempt::bulk;
-use crate::config::{Protocol, RedisUrl, Target};
 use crate::conn::{Conn, Endpoint};
 use crate::ledger::Acked;
 use crate::metrics::NodeLabels;
 use crate::op::Kind;
 use crate::shutdown::Shutdown;
 use crate::target::TargetState;
-use crate::tls;
 use crate::topology::dns::{DnsNodes, Found};
-use crate::topology::sentinel::{Addr, AutoNodes, NodeEndpoint};
+use crate::topology::sentinel::{Addr, AutoNodes};
 use tokio::task::JoinHandle;
 
 /// How often a write is followed on the direct nodes (DESIGN §2.6).
@@ -55,36 +53,6 @@ pub async fn run_nodes(t: Arc<TargetState>, listed: Option<ListedNodes>, shutdow
     for f in followers {
         let _ = f.await;
     }
-}
-
-/// Builds the endpoint of a listed node at `host`, `port`: the target's credentials,
-/// database, TLS (verified against `host` unless `tls.server_name` is set) and protocol,
-/// like static nodes.
-pub fn node_endpoint(target: &Target, client_name: String) -> NodeEndpoint {
-    let target = target.clone();
-    Box::new(move |host: &str, port: u16| {
-        let url = RedisUrl {
-            host: host.to_string(),
-            port,
-            ..target.url.clone()
-        };
-        let s = &target.settings;
-        let tls = url
-            .tls
-            .then(|| tls::build(s.tls.as_ref(), &url.host))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let mut ep = Endpoint::new(
-            &url,
-            target.username.as_deref(),
-            &target.password,
-            tls,
-            client_name.clone(),
-            s.connect_timeout,
-        );
-        ep.resp3 = s.protocol == Protocol::Resp3;
-        Ok(ep)
-    })
 }
 
 /// Follows the nodes DNS lists until shutdown, resolving every `discovery_interval`: a
@@ -253,7 +221,7 @@ async fn follow_listed(
                 }
             };
             let label = node.host_port();
-            tracing::info!(target_name = %t.name, node = %label, "following a replica the sentinels list");
+            tracing::info!(target_name = %t.name, node = %label, "following a replica the topology lists");
             t.add_node(&label);
             let task = spawn_follower(t, node, label.clone(), &shutdown);
             followed.insert(
@@ -278,7 +246,7 @@ async fn follow_listed(
             f.task.abort();
             let _ = f.task.await;
             t.remove_node(&f.label);
-            tracing::info!(target_name = %t.name, node = %f.label, "a replica no longer listed: not followed any more");
+            tracing::info!(target_name = %t.name, node = %f.label, "a replica the topology no longer lists: not followed any more");
         }
     }
     followed.into_values().map(|f| f.task).collect()
@@ -332,6 +300,16 @@ impl TargetState {
             node: label.to_string(),
         };
         let up = self.metrics.node_up.get_or_create_owned(&label);
+        // A cluster replica holds only its shard's keys: another shard's write is not
+        // followed there (the node is only checked to answer).
+        let w = match &self.cluster {
+            Some(c) => w.filter(|w| {
+                let slot = self.slot(w.key_index).unwrap_or_default();
+                c.replica_ranges(&node.host, node.port)
+                    .is_some_and(|r| r.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            }),
+            None => w,
+        };
         let (key, deadline) = match w {
             Some(w) => (
                 self.key(w.key_index),
@@ -346,6 +324,19 @@ impl TargetState {
             let c = match conn {
                 Some(c) => c,
                 None => match self.connect_to(Kind::Node, node).await {
+                    // A cluster replica serves reads only to a connection that said READONLY.
+                    Ok(mut c) if self.cluster.is_some() => {
+                        match c
+                            .call(&[b"READONLY"], 0, self.settings.response_timeout)
+                            .await
+                        {
+                            Ok(_) => conn.insert(c),
+                            Err(_) => {
+                                up.set(0);
+                                return;
+                            }
+                        }
+                    }
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         if e.internal_cause().is_none() {

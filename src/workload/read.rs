@@ -35,6 +35,7 @@ impl TargetState {
                     args: &args,
                     accept: is_bulk,
                     max_retries: self.retries(run),
+                    slot: self.slot(index),
                 },
                 &mut tries,
                 shutdown,
@@ -50,6 +51,13 @@ impl TargetState {
             let verdict = self.lock_ledger().verdict(index, f.sent_us, value);
             self.record_verdict(Op::Read, index, verdict, f.backend.as_deref());
         }
-        self.finish(Op::Read, scheduled, f.outcome, tries, "GET");
+        self.finish(
+            Op::Read,
+            scheduled,
+            f.outcome,
+            tries,
+            "GET",
+            f.shard.as_ref(),
+        );
     }
 }

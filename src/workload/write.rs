@@ -43,6 +43,7 @@ impl TargetState {
                     args: &args,
                     accept: is_ok_status,
                     max_retries: self.retries(run),
+                    slot: self.slot(ticket.key_index),
                 },
                 &mut tries,
                 shutdown,
@@ -54,7 +55,14 @@ impl TargetState {
         };
         self.record_write(ticket, &f);
         if run == Run::Operation {
-            self.finish(Op::Write, scheduled, f.outcome, tries, "SET");
+            self.finish(
+                Op::Write,
+                scheduled,
+                f.outcome,
+                tries,
+                "SET",
+                f.shard.as_ref(),
+            );
         }
     }
 

@@ -47,6 +47,32 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Result<(u16, Str
     Ok((status, body))
 }
 
+/// A plain HTTP/1.1 request of `method` (no body) to `path` on `127.0.0.1:port`, with
+/// the deadline of [`http_get`]; returns status and body.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, HTTP_DEADLINE).map_err(|e| e.to_string())?;
+    // A reload may stop targets for a few seconds before it answers.
+    s.set_read_timeout(Some(4 * HTTP_DEADLINE))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(HTTP_DEADLINE))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    Ok((status, body.to_string()))
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {

@@ -9,6 +9,7 @@
 //! - [`DeadAddr`], [`reserve_port`] (ports.rs): addresses without races.
 //! - [`Scrape`]: `/metrics` parsed; [`Prometheus`], [`Alertmanager`], [`Webhook`]: the
 //!   observability kit's real processes; `topology`: multi-node setups and proxies;
+//!   `sentinel` and `cluster`: Sentinel deployments and Redis Clusters;
 //!   [`dnsmasq::Dnsmasq`]: a DNS server whose A and SRV records a test changes.
 //!
 //! Every wait polls with a deadline; every process is killed and reaped on drop, and its
@@ -17,6 +18,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod canary;
+pub mod cluster;
 pub mod dnsmasq;
 pub mod hostile;
 pub mod http;
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 pub use canary::{
     Canary, CanaryProcess, canary_bin, canary_listen_addr, spawn_canary, spawn_canary_in,
 };
-pub use http::{HttpRecorder, Request, http_get};
+pub use http::{HttpRecorder, Request, http_get, http_request};
 pub use ports::{DeadAddr, ReservedPort, free_port, logged_addr, reserve_port};
 pub use redis::{Client, RedisServer, redis_server_bin};
 
