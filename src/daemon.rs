@@ -447,7 +447,7 @@ impl Fleet {
         let problems: Vec<String> = to_start
             .iter()
             .filter_map(|(i, _, t)| {
-                let scratch = Metrics::new();
+                let scratch = Metrics::with_profile(self.config.metrics_profile);
                 let trial = Shared {
                     instance: &new.instance,
                     clock: self.clock,
@@ -582,7 +582,7 @@ async fn serve(
     reloads: Option<Reloads>,
 ) -> Result<Vec<Arc<TargetState>>, StartError> {
     let clock = Clock::new();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_profile(config.metrics_profile));
     let tracing = Tracing::start(
         config.telemetry.otlp_endpoint.as_deref(),
         config.telemetry.sample_ratio,

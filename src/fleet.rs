@@ -257,6 +257,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.telemetry != new.telemetry {
         keys.push("telemetry");
     }
+    if old.metrics_profile != new.metrics_profile {
+        keys.push("metrics_profile");
+    }
     keys
 }
 

@@ -32,6 +32,67 @@ pub const DISRUPTION_BUCKETS: [f64; 15] = [
     0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 3600.0,
 ];
 
+/// Latency bucket edges of the lean profile: the edges that alerts, defaults and SLOs use,
+/// and little else. 1 ms (a healthy loopback or same-zone round trip below it), 5 ms and
+/// 10 ms (common p99 SLOs), 50 ms (the default `p99_operation` and the latency alert), 100 ms,
+/// 500 ms (the default `response_timeout`: an attempt past it is a timeout), 1 s (the default
+/// `connect_timeout` and `stale_grace`, the replication-delay alert) and 5 s (the default
+/// `replication_timeout`). Every edge is also an edge of [`LATENCY_BUCKETS`], so a query
+/// written for one profile reads the same `le` values under the other.
+pub const LEAN_LATENCY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Disruption bucket edges of the lean profile: under a second (absorbed by a retry or
+/// two), 10 s (the failover alert's edge), 100 s, 1,000 s and 1 h; all are edges of
+/// [`DISRUPTION_BUCKETS`].
+pub const LEAN_DISRUPTION_BUCKETS: [f64; 6] = [1.0, 5.0, 10.0, 100.0, 1000.0, 3600.0];
+
+/// How much `/metrics` says per target (global `metrics_profile`). `Full` is DESIGN §6;
+/// `Lean` keeps every metric name and label of it but the attempt and connect latency
+/// histograms, and uses the coarser buckets above: about half the series and bytes per
+/// target, for processes with thousands of targets (README "Sizing").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsProfile {
+    #[default]
+    Full,
+    Lean,
+}
+
+impl MetricsProfile {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsProfile::Full => "full",
+            MetricsProfile::Lean => "lean",
+        }
+    }
+
+    /// The profile named `text` in the configuration.
+    pub fn parse(text: &str) -> Option<MetricsProfile> {
+        match text {
+            "full" => Some(MetricsProfile::Full),
+            "lean" => Some(MetricsProfile::Lean),
+            _ => None,
+        }
+    }
+
+    /// Latency bucket edges (operation, attempt, connect, replication).
+    pub fn latency_buckets(self) -> &'static [f64] {
+        match self {
+            MetricsProfile::Full => &LATENCY_BUCKETS,
+            MetricsProfile::Lean => &LEAN_LATENCY_BUCKETS,
+        }
+    }
+
+    /// Disruption-length bucket edges.
+    pub fn disruption_buckets(self) -> &'static [f64] {
+        match self {
+            MetricsProfile::Full => &DISRUPTION_BUCKETS,
+            MetricsProfile::Lean => &LEAN_DISRUPTION_BUCKETS,
+        }
+    }
+}
+
 /// The wall-clock gauges hold fractional seconds.
 pub type F64Gauge = Gauge<f64, AtomicU64>;
 
@@ -137,6 +198,8 @@ pub struct TraceLabels {
 /// A duration histogram whose samples may carry the trace id of a traced operation.
 pub type TracedHistogram = HistogramWithExemplars<TraceLabels>;
 
+type HistogramCtor = fn() -> Histogram;
+type TracedCtor = fn() -> TracedHistogram;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 type TracedFamily<L> = Family<L, TracedHistogram, fn() -> TracedHistogram>;
 
@@ -152,9 +215,32 @@ fn disruption_histogram() -> Histogram {
     Histogram::new(DISRUPTION_BUCKETS)
 }
 
+fn lean_latency_histogram() -> Histogram {
+    Histogram::new(LEAN_LATENCY_BUCKETS)
+}
+
+fn lean_traced_latency_histogram() -> TracedHistogram {
+    HistogramWithExemplars::new(LEAN_LATENCY_BUCKETS.into_iter())
+}
+
+fn lean_disruption_histogram() -> Histogram {
+    Histogram::new(LEAN_DISRUPTION_BUCKETS)
+}
+
+/// A histogram that belongs to no family, for what a profile does not export: observing it
+/// costs a few atomic adds on its one (+Inf) bucket and nothing reads it.
+fn unexported_histogram() -> Histogram {
+    Histogram::new(std::iter::empty())
+}
+
+fn unexported_traced_histogram() -> TracedHistogram {
+    HistogramWithExemplars::new(std::iter::empty())
+}
+
 /// Every family, registered under the `redis_canary` prefix.
 pub struct Metrics {
     registry: Registry,
+    profile: MetricsProfile,
     operations: Family<OutcomeLabels, Counter>,
     attempts: Family<ResultLabels, Counter>,
     retries: Family<OpLabels, Counter>,
@@ -209,39 +295,60 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every family. Names are given without `_total` and unit
-    /// suffixes: prometheus-client appends them (and panics in debug builds if we do).
+    /// Creates and registers every family of the full profile (DESIGN §6).
     pub fn new() -> Metrics {
+        Self::with_profile(MetricsProfile::Full)
+    }
+
+    /// Creates and registers every family `profile` exports. Names are given without
+    /// `_total` and unit suffixes: prometheus-client appends them (and panics in debug
+    /// builds if we do).
+    pub fn with_profile(profile: MetricsProfile) -> Metrics {
         let mut registry = Registry::with_prefix("redis_canary");
+        let lean = profile == MetricsProfile::Lean;
+        let (traced, latency, disruption): (TracedCtor, HistogramCtor, HistogramCtor) = if lean {
+            (
+                lean_traced_latency_histogram,
+                lean_latency_histogram,
+                lean_disruption_histogram,
+            )
+        } else {
+            (
+                traced_latency_histogram,
+                latency_histogram,
+                disruption_histogram,
+            )
+        };
         let m = Metrics {
             registry: Registry::default(),
+            profile,
             operations: Family::default(),
             attempts: Family::default(),
             retries: Family::default(),
-            operation_duration: Family::new_with_constructor(traced_latency_histogram),
-            attempt_duration: Family::new_with_constructor(traced_latency_histogram),
+            operation_duration: Family::new_with_constructor(traced),
+            attempt_duration: Family::new_with_constructor(traced),
             skipped_ticks: Family::default(),
             reads: Family::default(),
             disruptions: Family::default(),
-            disruption_duration: Family::new_with_constructor(disruption_histogram),
+            disruption_duration: Family::new_with_constructor(disruption),
             disrupted: Family::default(),
             disruption_start: Family::default(),
             last_success: Family::default(),
             connects: Family::default(),
-            connect_duration: Family::new_with_constructor(latency_histogram),
+            connect_duration: Family::new_with_constructor(latency),
             connection_drops: Family::default(),
             backend_info: Family::default(),
             backend_switches: Family::default(),
             internal_errors: Family::default(),
             backend_restarts: Family::default(),
             node_up: Family::default(),
-            replication_delay: Family::new_with_constructor(latency_histogram),
+            replication_delay: Family::new_with_constructor(latency),
             replication_timeouts: Family::default(),
             sentinel_up: Family::default(),
             sentinel_master_switches: Family::default(),
             sentinel_masters: Family::default(),
             discovery_errors: Family::default(),
-            cluster: Default::default(),
+            cluster: crate::topology::cluster::book::ClusterFamilies::new(disruption),
             config_reload_ok: Gauge::default(),
             config_reload_at: F64Gauge::default(),
             shard_targets: Gauge::default(),
@@ -269,12 +376,16 @@ impl Metrics {
             Unit::Seconds,
             m.operation_duration.clone(),
         );
-        r.register_with_unit(
-            "attempt_duration",
-            "Request sent to reply or timeout",
-            Unit::Seconds,
-            m.attempt_duration.clone(),
-        );
+        // The lean profile does not export these two (README "Sizing"): operation latency
+        // and the attempt and connect counters stay.
+        if !lean {
+            r.register_with_unit(
+                "attempt_duration",
+                "Request sent to reply or timeout",
+                Unit::Seconds,
+                m.attempt_duration.clone(),
+            );
+        }
         r.register(
             "skipped_ticks",
             "Scheduled operations that could not start because the pending set was full",
@@ -318,12 +429,14 @@ impl Metrics {
             "Connection attempts, reconnects included, by result",
             m.connects.clone(),
         );
-        r.register_with_unit(
-            "connect_duration",
-            "TCP + TLS + AUTH/SELECT/CLIENT SETNAME and backend identification",
-            Unit::Seconds,
-            m.connect_duration.clone(),
-        );
+        if !lean {
+            r.register_with_unit(
+                "connect_duration",
+                "TCP + TLS + AUTH/SELECT/CLIENT SETNAME and backend identification",
+                Unit::Seconds,
+                m.connect_duration.clone(),
+            );
+        }
         r.register(
             "connection_drops",
             "Connections the peer or the network closed",
@@ -410,8 +523,14 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// The profile this registry exports.
+    pub fn profile(&self) -> MetricsProfile {
+        self.profile
+    }
+
     /// Creates every closed-label series of one target at 0 and returns its handles.
     pub fn target(&self, name: &str) -> TargetMetrics {
+        let full = self.profile == MetricsProfile::Full;
         let t = || name.to_string();
         let tl = TargetLabels { target: t() };
         let op = |op: Op| {
@@ -439,7 +558,11 @@ impl Metrics {
                     .collect(),
                 retries: self.retries.get_or_create_owned(&ol),
                 operation_duration: self.operation_duration.get_or_create_owned(&ol),
-                attempt_duration: self.attempt_duration.get_or_create_owned(&ol),
+                attempt_duration: if full {
+                    self.attempt_duration.get_or_create_owned(&ol)
+                } else {
+                    unexported_traced_histogram()
+                },
                 skipped_ticks: self.skipped_ticks.get_or_create_owned(&ol),
                 reads: Verdict::ALL
                     .iter()
@@ -471,7 +594,11 @@ impl Metrics {
                         })
                     })
                     .collect(),
-                connect_duration: self.connect_duration.get_or_create_owned(&kl),
+                connect_duration: if full {
+                    self.connect_duration.get_or_create_owned(&kl)
+                } else {
+                    unexported_histogram()
+                },
                 drops: self.connection_drops.get_or_create_owned(&kl),
             }
         };
@@ -865,12 +992,183 @@ mod tests {
 
     #[test]
     fn buckets_are_increasing_and_include_the_default_slo() {
-        for w in LATENCY_BUCKETS.windows(2) {
-            assert!(w[0] < w[1]);
+        for profile in [MetricsProfile::Full, MetricsProfile::Lean] {
+            for set in [profile.latency_buckets(), profile.disruption_buckets()] {
+                for w in set.windows(2) {
+                    assert!(w[0] < w[1], "{profile:?}");
+                }
+            }
+            // The default p99_operation SLO and the replication-delay alert (stale_grace).
+            assert!(profile.latency_buckets().contains(&0.05), "{profile:?}");
+            assert!(profile.latency_buckets().contains(&1.0), "{profile:?}");
+            assert!(profile.disruption_buckets().contains(&10.0), "{profile:?}");
         }
-        for w in DISRUPTION_BUCKETS.windows(2) {
-            assert!(w[0] < w[1]);
+        // Lean edges are full edges: `le` selectors read the same under both profiles.
+        for le in LEAN_LATENCY_BUCKETS {
+            assert!(LATENCY_BUCKETS.contains(&le), "{le}");
         }
-        assert!(LATENCY_BUCKETS.contains(&0.05));
+        for le in LEAN_DISRUPTION_BUCKETS {
+            assert!(DISRUPTION_BUCKETS.contains(&le), "{le}");
+        }
+    }
+
+    /// One target with a direct node and a sentinel, every kind of series touched once, the
+    /// exposition under `profile`.
+    /// The exposition of one standalone target "a" and, to cover every family the alerts
+    /// and the dashboard use, one cluster target "c".
+    fn exposition(profile: MetricsProfile) -> String {
+        let m = Metrics::with_profile(profile);
+        let t = m.target("a");
+        let _cluster = m.cluster.target("c");
+        let shards = crate::topology::cluster::book::ShardBook::new(
+            "c",
+            &m.cluster,
+            crate::clock::Clock::new(),
+        );
+        shards.label("0-16383");
+        let node = NodeLabels {
+            target: "a".into(),
+            node: "10.0.0.9:6379".into(),
+        };
+        t.node_up.get_or_create(&node).set(1);
+        t.replication_delay.get_or_create(&node).observe(0.01);
+        t.replication_timeouts.get_or_create(&node).inc();
+        t.backend_info
+            .get_or_create(&BackendLabels {
+                target: "a".into(),
+                run_id: "0".repeat(40),
+                role: "master".into(),
+                version: "7.0.15".into(),
+                addr: "10.0.0.9:6379".into(),
+            })
+            .set(1);
+        t.disruption_duration.observe(3.0);
+        t.op(Op::Read).attempt_duration.observe(0.001, None, None);
+        t.kind(Kind::Pool).connect_duration.observe(0.001);
+        let _s = m.sentinel("a", &["10.0.0.1:26379".into()]);
+        m.encode_openmetrics()
+    }
+
+    /// Sample names (`name{...} value` or `name value`) of an exposition.
+    fn sample_names(text: &str) -> BTreeSet<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `redis_canary_*` names in a rules file or a dashboard.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("redis_canary_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    /// `le="..."` values a rules file or a dashboard selects.
+    fn le_values_in(text: &str) -> BTreeSet<String> {
+        text.split("le=")
+            .skip(1)
+            .filter_map(|s| s.trim_start_matches('\\').strip_prefix('"'))
+            .filter_map(|s| s.split(['"', '\\']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    use std::collections::BTreeSet;
+
+    const RULES: &str = include_str!("../alerts/redis-canary.rules.yml");
+    const DASHBOARD: &str = include_str!("../grafana/redis-canary.json");
+
+    #[test]
+    fn the_lean_profile_exports_about_half_the_series_of_the_full_one() {
+        let full = exposition(MetricsProfile::Full);
+        let lean = exposition(MetricsProfile::Lean);
+        // Per standalone target: the cluster target's lines, and every HELP/TYPE line, left out.
+        let lines = |t: &str| -> String {
+            t.lines()
+                .filter(|l| !l.starts_with('#') && !l.contains("target=\"c\""))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let (full, lean) = (lines(&full), lines(&lean));
+        let series = |t: &str| t.lines().count();
+        let (f, l) = (series(&full), series(&lean));
+        assert!(l * 100 <= f * 60, "lean {l} series, full {f}");
+        assert!(
+            lean.len() * 100 <= full.len() * 60,
+            "{} vs {} bytes",
+            lean.len(),
+            full.len()
+        );
+        // What lean drops: the attempt and connect latency histograms, nothing else.
+        let dropped: BTreeSet<String> = sample_names(&full)
+            .difference(&sample_names(&lean))
+            .cloned()
+            .collect();
+        let expected: BTreeSet<String> = ["attempt", "connect"]
+            .iter()
+            .flat_map(|h| {
+                ["bucket", "sum", "count"].map(|s| format!("redis_canary_{h}_duration_seconds_{s}"))
+            })
+            .collect();
+        assert_eq!(dropped, expected);
+        assert!(lean.contains(
+            r#"redis_canary_operation_duration_seconds_bucket{le="0.05",target="a",op="write"} 0"#
+        ));
+        assert!(!lean.contains(r#"le="0.0001""#));
+    }
+
+    #[test]
+    fn the_lean_profile_exports_every_metric_and_bucket_the_shipped_alerts_use() {
+        let used = names_in(RULES);
+        assert!(used.len() >= 10, "the rules name metrics: {used:?}");
+        for profile in [MetricsProfile::Full, MetricsProfile::Lean] {
+            let text = exposition(profile);
+            let exported = sample_names(&text);
+            for name in &used {
+                assert!(exported.contains(name), "{profile:?} lacks {name}");
+            }
+            let les = le_values_in(RULES);
+            assert!(les.contains("10.0"), "{les:?}");
+            for le in les {
+                assert!(
+                    text.contains(&format!(r#"le="{le}""#)),
+                    "{profile:?} lacks le={le}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn under_lean_the_dashboard_loses_only_its_attempt_and_connect_latency_panels() {
+        let lean = sample_names(&exposition(MetricsProfile::Lean));
+        let missing: BTreeSet<String> = names_in(DASHBOARD)
+            .into_iter()
+            .filter(|n| !lean.contains(n) && !lean.iter().any(|e| e.starts_with(n.as_str())))
+            .collect();
+        assert_eq!(
+            missing,
+            BTreeSet::from([
+                "redis_canary_attempt_duration_seconds_bucket".to_string(),
+                "redis_canary_connect_duration_seconds_bucket".to_string(),
+            ])
+        );
+        for le in le_values_in(DASHBOARD) {
+            assert!(
+                LEAN_LATENCY_BUCKETS
+                    .iter()
+                    .any(|b| format!("{b}") == le || format!("{b:?}") == le),
+                "{le}"
+            );
+        }
     }
 }

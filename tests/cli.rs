@@ -369,3 +369,27 @@ fn a_soak_against_a_dead_target_fails_naming_the_broken_slos() {
     assert_eq!(t["attempts"]["write"]["refused"], 0);
     assert!(stdout(&o).contains("verdict: FAIL"));
 }
+
+#[test]
+fn the_metrics_profile_is_printed_by_check_config_and_a_bad_one_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = "[[targets]]\nname = \"a\"\nurl = \"redis://h\"\n";
+    let path = write_config(&dir, &format!("metrics_profile = \"lean\"\n{one}"));
+    let o = canary(&["check-config", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("metrics_profile = \"lean\"\n"),
+        "{}",
+        stdout(&o)
+    );
+    let path = write_config(&dir, &format!("metrics_profile = \"tiny\"\n{one}"));
+    for mode in ["check-config", "run"] {
+        let o = canary(&[mode, "--config", &path], &[]);
+        assert_eq!(o.status.code(), Some(2), "{mode}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("metrics_profile = \"tiny\": expected \"full\" or \"lean\""),
+            "{mode}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -55,6 +55,7 @@ impl Checker<'_> {
         let mut log_format = LogFormat::Text;
         let mut cleanup = false;
         let mut shard = None;
+        let mut metrics_profile = crate::metrics::MetricsProfile::default();
         let mut defaults = SettingsLayer::default();
         let mut slo = SloLayer::default();
         let mut telemetry = Telemetry::default();
@@ -95,6 +96,14 @@ impl Checker<'_> {
                         match crate::fleet::Shard::parse(text, || self.hostname()) {
                             Ok(s) => shard = Some(s),
                             Err(message) => self.report(key, value, message),
+                        }
+                    }
+                }
+                "metrics_profile" => {
+                    if let Some(text) = self.text(key, value) {
+                        match crate::metrics::MetricsProfile::parse(text) {
+                            Some(profile) => metrics_profile = profile,
+                            None => self.report(key, value, "expected \"full\" or \"lean\""),
                         }
                     }
                 }
@@ -153,6 +162,7 @@ impl Checker<'_> {
             log_format,
             cleanup,
             shard,
+            metrics_profile,
             telemetry,
             targets,
             ignored_env,

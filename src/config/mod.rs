@@ -70,6 +70,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_format",
     "cleanup",
     "shard",
+    "metrics_profile",
     "defaults",
     "slo",
     "telemetry",
@@ -185,6 +186,8 @@ pub struct Config {
     /// `shard = "INDEX/COUNT"`: run only the targets this replica owns (DESIGN §14);
     /// `None` runs them all.
     pub shard: Option<crate::fleet::Shard>,
+    /// How much `/metrics` exports per target (README "Sizing").
+    pub metrics_profile: crate::metrics::MetricsProfile,
     /// OpenTelemetry export.
     pub telemetry: Telemetry,
     /// The endpoints to measure; never empty.

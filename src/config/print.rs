@@ -43,6 +43,7 @@ struct ConfigView<'a> {
     cleanup: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     shard: Option<String>,
+    metrics_profile: crate::metrics::MetricsProfile,
     telemetry: TelemetryView<'a>,
     targets: Vec<TargetView<'a>>,
 }
@@ -139,6 +140,7 @@ impl Config {
             log_format: self.log_format,
             cleanup: self.cleanup,
             shard: self.shard.map(|s| s.to_string()),
+            metrics_profile: self.metrics_profile,
             telemetry: TelemetryView {
                 otlp_endpoint: self.telemetry.otlp_endpoint.as_deref().unwrap_or(""),
                 sample_ratio: self.telemetry.sample_ratio,

@@ -862,3 +862,35 @@ seeds = ["redis://h:7001"]
     assert!(!text.contains("other"), "a password leaked: {text}");
     assert!(text.contains("only for mode = \"cluster\""), "{text}");
 }
+
+#[test]
+fn the_metrics_profile_is_full_by_default_lean_on_request_and_checked() {
+    use crate::metrics::MetricsProfile;
+    let config = load_toml(ONE_TARGET, &[]).unwrap();
+    assert_eq!(config.metrics_profile, MetricsProfile::Full);
+    assert!(
+        config
+            .to_masked_toml()
+            .contains("metrics_profile = \"full\"\n")
+    );
+    let config = load_toml(&format!("metrics_profile = \"lean\"\n{ONE_TARGET}"), &[]).unwrap();
+    assert_eq!(config.metrics_profile, MetricsProfile::Lean);
+    let printed = config.to_masked_toml();
+    assert!(
+        printed.contains("metrics_profile = \"lean\"\n"),
+        "{printed}"
+    );
+    // What check-config prints loads back as the same profile.
+    let again = load_toml(&printed, &[]).unwrap();
+    assert_eq!(again.metrics_profile, MetricsProfile::Lean);
+    let config = load_toml(ONE_TARGET, &[("REDIS_CANARY_METRICS_PROFILE", "lean")]).unwrap();
+    assert_eq!(config.metrics_profile, MetricsProfile::Lean);
+
+    let bad = problems(&format!("metrics_profile = \"tiny\"\n{ONE_TARGET}"));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].key, "metrics_profile");
+    assert_eq!(bad[0].value, "\"tiny\"");
+    assert!(bad[0].message.contains("\"lean\""), "{}", bad[0].message);
+    let bad = problems(&format!("metrics_profile = 1\n{ONE_TARGET}"));
+    assert_eq!(bad[0].key, "metrics_profile");
+}

@@ -62,19 +62,25 @@ pub struct ClusterFamilies {
 
 impl Default for ClusterFamilies {
     fn default() -> Self {
+        Self::new(disruption_histogram)
+    }
+}
+
+impl ClusterFamilies {
+    /// The families, with shard episode lengths in the histograms `disruption` makes (the
+    /// metrics profile's buckets, like the target-level ones).
+    pub fn new(disruption: fn() -> Histogram) -> ClusterFamilies {
         ClusterFamilies {
             operations: Family::default(),
             disrupted: Family::default(),
             disruptions: Family::default(),
-            duration: Family::new_with_constructor(disruption_histogram),
+            duration: Family::new_with_constructor(disruption),
             slots_covered: Family::default(),
             nodes: Family::default(),
             refreshes: Family::default(),
         }
     }
-}
 
-impl ClusterFamilies {
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "shard_operations",
