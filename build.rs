@@ -36,6 +36,13 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
     // tests/dns.rs: a network namespace with a resolver that never answers.
     ("have_ip", None, &["ip"]),
     ("have_python3", None, &["python3"]),
+    // tests/discovery.rs: a DNS server on loopback. Debian installs it in /usr/sbin, which a
+    // user's PATH may lack: an absolute name is taken as it is (`Path::join` replaces).
+    (
+        "have_dnsmasq",
+        Some("DNSMASQ_BIN"),
+        &["dnsmasq", "/usr/sbin/dnsmasq"],
+    ),
 ];
 
 fn main() {

@@ -28,8 +28,9 @@ use crate::tls;
 use crate::topology::cluster::Cluster;
 use crate::topology::cluster::book::ShardBook;
 use crate::topology::cluster::map::Addr;
+use crate::topology::dns::{Discovery, DnsNodes};
 use crate::topology::sentinel::{AutoNodes, NodeEndpoint, Sentinel};
-use crate::workload::run_nodes;
+use crate::workload::{ListedNodes, run_nodes};
 
 /// How long the loops get to finish after shutdown begins; with the HTTP server and cleanup
 /// this keeps the whole exit inside the 5 s of DESIGN §3.
@@ -72,8 +73,8 @@ pub fn prepare(
 }
 
 /// A target's state and, for a sentinel target, its sentinel side to follow and, with
-/// `nodes = "auto"`, the replicas it lists to follow.
-type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>, Option<AutoNodes>);
+/// `nodes = "auto"` or `"dns://..."`, the nodes listed to follow.
+type Prepared = (Arc<TargetState>, Option<Arc<Sentinel>>, Option<ListedNodes>);
 
 /// Builds the state of target `t` (`targets[i]` of the configuration, for messages) and its
 /// topology side, creating its series at 0. Fails only on settings that cannot work.
@@ -132,7 +133,7 @@ fn prepare_target(i: usize, t: &Target, shared: &Shared<'_>) -> Result<Prepared,
             );
             if let Some(replicas) = c.replicas() {
                 let endpoint = node_endpoint(t, &client_name);
-                auto = Some(AutoNodes { replicas, endpoint });
+                auto = Some(ListedNodes::Sentinel(AutoNodes { replicas, endpoint }));
             }
             cluster = Some(c);
             None
@@ -166,13 +167,23 @@ fn prepare_target(i: usize, t: &Target, shared: &Shared<'_>) -> Result<Prepared,
             // like static nodes.
             if let Some(replicas) = sentinel.replicas() {
                 let endpoint = node_endpoint(t, &client_name);
-                auto = Some(AutoNodes { replicas, endpoint });
+                auto = Some(ListedNodes::Sentinel(AutoNodes { replicas, endpoint }));
             }
             endpoint.locator = Some(sentinel.clone());
             endpoint.tls_name_from_host = s.tls.as_ref().is_none_or(|x| x.server_name.is_none());
             Some(sentinel)
         }
     };
+    if let Some(source) = &t.discovery {
+        let discovery = Discovery::new(source.clone(), s.discovery_resolver, s.discovery_interval);
+        let endpoint = node_endpoint(t, &client_name);
+        let errors = metrics.discovery(&t.name);
+        auto = Some(ListedNodes::Dns(Box::new(DnsNodes {
+            discovery,
+            endpoint,
+            errors,
+        })));
+    }
     let nodes = t
         .nodes
         .iter()

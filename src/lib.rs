@@ -10,7 +10,7 @@
 //!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
 //!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
 //! - topology: [`topology`] (where a connect goes when the endpoint is not one address:
-//!   Sentinel discovery, `+switch-master` following).
+//!   Sentinel discovery, `+switch-master` following; direct nodes listed by DNS).
 //! - per target: [`target`] (its state, as data), [`schedule`] (timetables, the pending
 //!   set, skipped ticks, drain), [`workload`] (what a write, read, probe, node follower and
 //!   cleanup send and how each reply is judged).

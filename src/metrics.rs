@@ -266,6 +266,7 @@ pub struct Metrics {
     sentinel_up: Family<SentinelLabels, Gauge>,
     sentinel_master_switches: Family<TargetLabels, Counter>,
     sentinel_masters: Family<TargetLabels, Gauge>,
+    discovery_errors: Family<TargetLabels, Counter>,
     /// The shard and cluster families of cluster targets (DESIGN §12.2).
     pub cluster: crate::topology::cluster::book::ClusterFamilies,
     /// Reloads (DESIGN §14): whether the last one was applied, and when one last was.
@@ -346,6 +347,7 @@ impl Metrics {
             sentinel_up: Family::default(),
             sentinel_master_switches: Family::default(),
             sentinel_masters: Family::default(),
+            discovery_errors: Family::default(),
             cluster: crate::topology::cluster::book::ClusterFamilies::new(disruption),
             config_reload_ok: Gauge::default(),
             config_reload_at: F64Gauge::default(),
@@ -504,6 +506,11 @@ impl Metrics {
             m.shard_targets.clone(),
         );
         r.register(
+            "discovery_errors",
+            "Rounds of DNS node discovery that failed (timeout, SERVFAIL, refused): the last good set of nodes is kept",
+            m.discovery_errors.clone(),
+        );
+        r.register(
             "build",
             "Version and revision of this binary",
             Info::new(BuildLabels {
@@ -640,6 +647,14 @@ impl Metrics {
         }
     }
 
+    /// Creates `discovery_errors_total` of a target whose nodes DNS lists, at 0, and
+    /// returns its handle.
+    pub fn discovery(&self, target: &str) -> Counter {
+        self.discovery_errors.get_or_create_owned(&TargetLabels {
+            target: target.to_string(),
+        })
+    }
+
     /// Removes every series of the target `name`: the closed label sets, plus the open ones
     /// in `open`. Its loops must have stopped first, or they could create some again.
     pub fn remove_target(&self, name: &str, open: &OpenSeries) {
@@ -716,6 +731,7 @@ impl Metrics {
                 sentinel: sentinel.clone(),
             });
         }
+        self.discovery_errors.remove(&TargetLabels { target: t() });
     }
 
     /// The exposition in OpenMetrics text.
@@ -890,6 +906,16 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+    }
+
+    #[test]
+    fn discovery_errors_exist_at_zero_and_count() {
+        let m = Metrics::new();
+        let errors = m.discovery("d");
+        let line = |n: u64| format!(r#"redis_canary_discovery_errors_total{{target="d"}} {n}"#);
+        assert!(m.encode_openmetrics().contains(&line(0)));
+        errors.inc();
+        assert!(m.encode_openmetrics().contains(&line(1)));
     }
 
     #[test]

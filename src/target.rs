@@ -152,7 +152,7 @@ impl TargetState {
             },
             settings: s.clone(),
             endpoint,
-            follows_nodes: nodes_auto || !nodes.is_empty(),
+            follows_nodes: nodes_auto || target.discovery.is_some() || !nodes.is_empty(),
             nodes,
             follow: tokio::sync::watch::channel(None).0,
             follow_due_us: AtomicU64::new(0),

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::value::{Dict, Value};
 
 use super::cluster::ClusterLayer;
+use super::discovery::{is_dns_text, parse_node_discovery};
 use super::problems::{ConfigProblem, quote};
 use super::sentinel::{ModeKind, SentinelLayer, data_url};
 use super::settings::SettingsLayer;
@@ -343,6 +344,7 @@ impl Checker<'_> {
         let mut sentinel = SentinelLayer::default();
         let mut cluster = ClusterLayer::default();
         let mut nodes_auto: Option<(String, &Value)> = None;
+        let mut discovery = None;
 
         let before = self.problems.len();
         for (key, value) in dict {
@@ -395,7 +397,17 @@ impl Checker<'_> {
                         }
                     }
                     Value::String(_, text) if text == "auto" => nodes_auto = Some((at, value)),
-                    _ => self.report(&at, value, "expected an array of urls, or \"auto\""),
+                    Value::String(_, text) if is_dns_text(text) => {
+                        match parse_node_discovery(text.trim()) {
+                            Ok(found) => discovery = Some(found),
+                            Err(message) => self.report(&at, value, message),
+                        }
+                    }
+                    _ => self.report(
+                        &at,
+                        value,
+                        "expected an array of urls, \"auto\", \"dns://NAME:PORT\" or \"dns+srv://_SERVICE._tcp.NAME\"",
+                    ),
                 },
                 "key_prefix" => key_prefix = self.text(&at, value).map(|text| (text, value)),
                 "slo" => {
@@ -555,6 +567,7 @@ impl Checker<'_> {
                 username,
                 password,
                 nodes: node_urls,
+                discovery,
                 key_prefix: key_prefix.clone(),
                 settings: settings_resolved,
                 slo,

@@ -12,6 +12,7 @@
 
 mod check;
 mod cluster;
+mod discovery;
 mod layers;
 mod print;
 mod problems;
@@ -33,6 +34,7 @@ use crate::secret::Secret;
 
 use self::print::serialize_duration;
 
+pub use self::discovery::{DEFAULT_DISCOVERY_INTERVAL, NodeDiscovery};
 pub use self::layers::{MAX_CONFIG_FILE_SIZE, load, load_from};
 pub use self::problems::{ConfigErrors, ConfigProblem};
 pub use self::url::InvalidUrl;
@@ -91,6 +93,8 @@ const SETTINGS_KEYS: &[&str] = &[
     "protocol",
     "retry",
     "tls",
+    "discovery_interval",
+    "discovery_resolver",
 ];
 
 /// Keys of a `[[targets]]` entry besides the [`SETTINGS_KEYS`].
@@ -241,6 +245,9 @@ pub struct Target {
     /// Nodes behind the endpoint, polled directly for replication convergence (DESIGN §2.6).
     /// They carry no credentials and use the target's database: they inherit both.
     pub nodes: Vec<RedisUrl>,
+    /// `nodes = "dns://..."` or `"dns+srv://..."`: the nodes are what DNS lists, resolved
+    /// every `discovery_interval` (DESIGN §14); [`Target::nodes`] is then empty.
+    pub discovery: Option<NodeDiscovery>,
     /// Prefix of every key, with `{instance}` and `{target}` substituted; no other target's
     /// prefix equals it, starts with it or is started by it.
     pub key_prefix: String,
@@ -392,6 +399,12 @@ pub struct Settings {
     /// roots, server name from the URL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
+    /// How often DNS-discovered nodes are resolved again (DESIGN §14).
+    #[serde(serialize_with = "serialize_duration")]
+    pub discovery_interval: Duration,
+    /// The DNS server asked for discovered nodes; `None`: the system's (`/etc/resolv.conf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_resolver: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -412,6 +425,8 @@ impl Default for Settings {
             protocol: Protocol::Resp2,
             retry: RetryPolicy::default(),
             tls: None,
+            discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
+            discovery_resolver: None,
         }
     }
 }

@@ -79,12 +79,12 @@ struct TargetView<'a> {
     slo: &'a Slo,
 }
 
-/// `nodes`: a list, or `"auto"` (sentinel targets).
+/// `nodes`: a list, `"auto"` (sentinel targets), or a `dns://` / `dns+srv://` source.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum NodesView {
     List(Vec<String>),
-    Auto(&'static str),
+    Text(String),
 }
 
 /// The sentinel keys of a `mode = "sentinel"` target, secrets masked.
@@ -209,7 +209,9 @@ impl<'a> From<&'a Target> for TargetView<'a> {
             password_file,
             password_env,
             nodes: if nodes_auto {
-                NodesView::Auto("auto")
+                NodesView::Text("auto".into())
+            } else if let Some(found) = &target.discovery {
+                NodesView::Text(found.to_string())
             } else {
                 NodesView::List(target.nodes.iter().map(ToString::to_string).collect())
             },

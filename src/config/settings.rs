@@ -3,6 +3,7 @@
 //! over their base; the bounds that keep every accepted value one the daemon can honour;
 //! the checks across keys of resolved settings, and the TLS files, read at load.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::check::{Checker, child};
+use super::discovery::{MIN_DISCOVERY_INTERVAL, parse_resolver};
 use super::problems::{ConfigProblem, quote};
 use super::values::{Bound, MAX_COUNT};
 use super::{
@@ -67,6 +69,9 @@ pub(super) struct SettingsLayer {
     protocol: Option<Protocol>,
     retry: RetryLayer,
     tls: Option<TlsLayer>,
+    discovery_interval: Option<Duration>,
+    /// `Some(None)`: set to `""`, the system resolver (unsets an inherited one).
+    discovery_resolver: Option<Option<SocketAddr>>,
 }
 
 #[derive(Default)]
@@ -123,6 +128,8 @@ impl SettingsLayer {
                 None => base.tls.clone(),
                 Some(layer) => Some(layer.over(base.tls.clone().unwrap_or_default())),
             },
+            discovery_interval: self.discovery_interval.unwrap_or(base.discovery_interval),
+            discovery_resolver: self.discovery_resolver.unwrap_or(base.discovery_resolver),
         }
     }
 }
@@ -350,6 +357,23 @@ impl Checker<'_> {
                     }
                     layer.tls = Some(tls);
                 }
+            }
+            "discovery_interval" => {
+                layer.discovery_interval =
+                    self.duration(&at, value, Bound::AtLeast(MIN_DISCOVERY_INTERVAL));
+            }
+            "discovery_resolver" => {
+                layer.discovery_resolver = match self.text(&at, value) {
+                    Some("") => Some(None),
+                    Some(text) => match parse_resolver(text) {
+                        Ok(addr) => Some(Some(addr)),
+                        Err(message) => {
+                            self.report(&at, value, message);
+                            None
+                        }
+                    },
+                    None => None,
+                };
             }
             _ => return false,
         }

@@ -644,6 +644,137 @@ fn a_sentinel_target_prints_masked_and_loads_back() {
 }
 
 #[test]
+fn dns_nodes_load_with_their_settings_and_print_back() {
+    let toml = r#"
+[defaults]
+discovery_interval = "500ms"
+discovery_resolver = "127.0.0.1:5353"
+
+[[targets]]
+name = "a"
+url = "redis://h:6379/2"
+nodes = "dns://nodes.test:7000"
+
+[[targets]]
+name = "b"
+url = "rediss://h:6379"
+nodes = "dns+srv://_redis._tcp.keydb-headless.ns.svc.cluster.local"
+discovery_resolver = ""
+discovery_interval = "30s"
+"#;
+    let config = load_toml(toml, &[]).expect("valid");
+    let (a, b) = (&config.targets[0], &config.targets[1]);
+    assert_eq!(
+        a.discovery,
+        Some(NodeDiscovery::Addresses {
+            name: "nodes.test".into(),
+            port: 7000
+        })
+    );
+    assert!(a.nodes.is_empty());
+    assert_eq!(a.settings.discovery_interval, Duration::from_millis(500));
+    assert_eq!(
+        a.settings.discovery_resolver,
+        Some("127.0.0.1:5353".parse().unwrap())
+    );
+    assert_eq!(
+        b.discovery,
+        Some(NodeDiscovery::Srv {
+            name: "_redis._tcp.keydb-headless.ns.svc.cluster.local".into()
+        })
+    );
+    // "" sets the system resolver back.
+    assert_eq!(b.settings.discovery_resolver, None);
+    assert_eq!(b.settings.discovery_interval, Duration::from_secs(30));
+    let printed = config.to_masked_toml();
+    for line in [
+        "nodes = \"dns://nodes.test:7000\"",
+        "nodes = \"dns+srv://_redis._tcp.keydb-headless.ns.svc.cluster.local\"",
+        "discovery_resolver = \"127.0.0.1:5353\"",
+        "discovery_interval = \"500ms\"",
+    ] {
+        assert!(printed.contains(line), "{line} missing:\n{printed}");
+    }
+    let again = load_toml(&printed, &[]).expect("the printed configuration loads back");
+    assert_eq!(again.targets, config.targets);
+}
+
+#[test]
+fn the_default_discovery_interval_is_ten_seconds_and_the_system_resolver() {
+    let config = load_toml(ONE_TARGET, &[]).expect("valid");
+    let s = &config.targets[0].settings;
+    assert_eq!(s.discovery_interval, Duration::from_secs(10));
+    assert_eq!(s.discovery_resolver, None);
+    assert_eq!(config.targets[0].discovery, None);
+}
+
+#[test]
+fn bad_dns_nodes_and_resolvers_are_reported_naming_key_and_value() {
+    let toml = r#"
+[defaults]
+discovery_resolver = "kube-dns.kube-system:53"
+discovery_interval = "1ms"
+
+[[targets]]
+name = "a"
+url = "redis://h"
+nodes = "dns://nodes.test"
+
+[[targets]]
+name = "b"
+url = "redis://h"
+nodes = "dns+srv://nodes.test"
+
+[[targets]]
+name = "c"
+url = "redis://h"
+nodes = "dnss://nodes.test:6379"
+
+[[targets]]
+name = "d"
+url = "redis://h"
+nodes = "dns+txt://_redis._tcp.nodes.test"
+
+[[targets]]
+name = "e"
+url = "redis://h"
+nodes = "dns://u:pw@nodes.test:6379"
+"#;
+    let found = problems(toml);
+    let expect = [
+        (
+            "defaults.discovery_resolver",
+            "kube-dns.kube-system:53",
+            "IP:PORT",
+        ),
+        ("defaults.discovery_interval", "1ms", "at least"),
+        ("targets[0].nodes", "dns://nodes.test", "missing port"),
+        (
+            "targets[1].nodes",
+            "dns+srv://nodes.test",
+            "_SERVICE._tcp.NAME",
+        ),
+        (
+            "targets[2].nodes",
+            "dnss://nodes.test:6379",
+            "\"dns://NAME:PORT\"",
+        ),
+        ("targets[3].nodes", "dns+txt://", "unknown scheme"),
+        ("targets[4].nodes", "", "no user, path or query"),
+    ];
+    for (key, value, says) in expect {
+        let p = found
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} missing from {found:#?}"));
+        assert!(p.value.contains(value), "{key}: value {:?}", p.value);
+        assert!(p.message.contains(says), "{key}: {}", p.message);
+    }
+    let text: String = found.iter().map(|p| format!("{p}\n")).collect();
+    assert!(!text.contains("pw@"), "a password leaked: {text}");
+}
+
+#[test]
 fn a_cluster_target_loads_from_one_seed_or_several_and_prints_back() {
     let config = load_toml(
         r#"

@@ -9,4 +9,4 @@ mod read;
 mod write;
 
 pub(crate) use nodes::NODE_FOLLOW_INTERVAL;
-pub use nodes::run_nodes;
+pub use nodes::{ListedNodes, run_nodes};

@@ -9,7 +9,8 @@
 //! - [`DeadAddr`], [`reserve_port`] (ports.rs): addresses without races.
 //! - [`Scrape`]: `/metrics` parsed; [`Prometheus`], [`Alertmanager`], [`Webhook`]: the
 //!   observability kit's real processes; `topology`: multi-node setups and proxies;
-//!   `sentinel` and `cluster`: Sentinel deployments and Redis Clusters.
+//!   `sentinel` and `cluster`: Sentinel deployments and Redis Clusters;
+//!   [`dnsmasq::Dnsmasq`]: a DNS server whose A and SRV records a test changes.
 //!
 //! Every wait polls with a deadline; every process is killed and reaped on drop, and its
 //! log is printed when a test fails.
@@ -18,6 +19,7 @@
 
 pub mod canary;
 pub mod cluster;
+pub mod dnsmasq;
 pub mod hostile;
 pub mod http;
 pub mod ports;

@@ -31,7 +31,10 @@ enum Dir {
 /// A real `redis-server` on loopback (see the module documentation).
 pub struct RedisServer {
     pub port: u16,
-    reservation: ReservedPort,
+    /// The loopback address it binds: 127.0.0.1 unless started with [`RedisServer::start_at`].
+    pub ip: String,
+    /// `None` when the caller holds the port ([`RedisServer::start_at`]).
+    reservation: Option<ReservedPort>,
     dir: Dir,
     args: Vec<String>,
     tls: bool,
@@ -58,24 +61,46 @@ impl RedisServer {
         Self::launch(Dir::Given(dir), extra.to_vec(), false)
     }
 
-    fn launch(dir: Dir, args: Vec<String>, tls: bool) -> RedisServer {
+    /// Like [`RedisServer::start`], bound to `ip` (another loopback address: 127.0.0.2, ...)
+    /// on `port`, which the caller holds reserved: servers on distinct addresses share one
+    /// port, as the pods behind one DNS name do. No second try on another port.
+    pub fn start_at(ip: &str, port: u16, extra: &[&str]) -> RedisServer {
         let mut s = RedisServer {
-            port: 0,
-            reservation: reserve_port(),
+            port,
+            ip: ip.to_string(),
+            reservation: None,
+            dir: Dir::Temp(tempfile::tempdir().expect("temp dir")),
+            args: strings(extra),
+            tls: false,
+            child: None,
+            stopped: false,
+        };
+        if let Err(log) = s.try_start() {
+            panic!("redis-server {ip}:{port} did not start:\n{log}");
+        }
+        s
+    }
+
+    fn launch(dir: Dir, args: Vec<String>, tls: bool) -> RedisServer {
+        let reservation = reserve_port();
+        let mut s = RedisServer {
+            port: reservation.port,
+            ip: "127.0.0.1".into(),
+            reservation: Some(reservation),
             dir,
             args,
             tls,
             child: None,
             stopped: false,
         };
-        s.port = s.reservation.port;
         for attempt in 1..=BIND_ATTEMPTS {
             match s.try_start() {
                 Ok(()) => return s,
                 Err(log) if attempt < BIND_ATTEMPTS && bind_failed(&log) => {
                     eprintln!("redis-server could not bind :{}; another port", s.port);
-                    s.reservation = reserve_port();
-                    s.port = s.reservation.port;
+                    let reservation = reserve_port();
+                    s.port = reservation.port;
+                    s.reservation = Some(reservation);
                 }
                 Err(log) => panic!("redis-server :{} did not start:\n{log}", s.port),
             }
@@ -153,7 +178,7 @@ impl RedisServer {
         }
         let log = self.log_path();
         let child = cmd
-            .args(["--bind", "127.0.0.1"])
+            .args(["--bind", &self.ip])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir())
@@ -186,9 +211,9 @@ impl RedisServer {
             }
             let ready = if self.tls {
                 // TLS only: accepting connections is as far as this plain client can see.
-                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                TcpStream::connect((self.ip.as_str(), self.port)).is_ok()
             } else {
-                ping(self.port, password.as_deref())
+                ping(&self.ip, self.port, password.as_deref())
             };
             if ready {
                 return Ok(());
@@ -208,14 +233,14 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://IP:PORT` (127.0.0.1 unless started elsewhere).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.ip, self.port)
     }
 
-    /// `127.0.0.1:PORT`, as in `node` labels and `addr`.
+    /// `IP:PORT`, as in `node` labels and `addr`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -230,7 +255,7 @@ impl RedisServer {
 
     /// Like [`RedisServer::client`], an error instead of a panic.
     pub fn try_client(&self) -> Result<Client, String> {
-        let mut c = Client::connect(self.port).map_err(|e| e.to_string())?;
+        let mut c = Client::connect_to(&self.ip, self.port).map_err(|e| e.to_string())?;
         if let Some(pw) = self.password() {
             c.call(&["AUTH", &pw])?;
         }
@@ -308,8 +333,8 @@ fn bind_failed(log: &str) -> bool {
 }
 
 /// PING (after AUTH when `password` is set) answered with PONG.
-fn ping(port: u16, password: Option<&str>) -> bool {
-    let Ok(mut c) = Client::connect(port) else {
+fn ping(ip: &str, port: u16, password: Option<&str>) -> bool {
+    let Ok(mut c) = Client::connect_to(ip, port) else {
         return false;
     };
     if let Some(pw) = password
@@ -393,7 +418,15 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> std::io::Result<Client> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Self::connect_to("127.0.0.1", port)
+    }
+
+    /// Like [`Client::connect`], to `ip` (another loopback address).
+    pub fn connect_to(ip: &str, port: u16) -> std::io::Result<Client> {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let addr = std::net::SocketAddr::new(ip, port);
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
