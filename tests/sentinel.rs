@@ -238,6 +238,32 @@ fn a_killed_sentinel_is_down_in_its_metric_and_invisible_to_clients_and_followin
     assert_eq!(outcome(&m, "failed"), 0.0, "{}", m.text);
     assert_eq!(m.sum(names::DISRUPTIONS, &[t(TARGET)]), 0.0);
     assert_eq!(gauge(&m, "sentinel_masters", &[]), 1.0);
+    // The status API and page show the dead sentinel down and the others up.
+    let (_, body) = c.get("/api/v1/status");
+    let api: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let target = &api["targets"][0];
+    assert_eq!(target["mode"], "sentinel", "{target}");
+    let shown: Vec<(String, bool)> = target["sentinels"]
+        .as_array()
+        .expect("sentinels")
+        .iter()
+        .map(|s| {
+            (
+                s["addr"].as_str().unwrap_or_default().to_string(),
+                s["up"] == true,
+            )
+        })
+        .collect();
+    let want: Vec<(String, bool)> = set
+        .sentinels
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.addr(), i != 0))
+        .collect();
+    assert_eq!(shown, want, "{target}");
+    let (_, page) = c.get("/");
+    assert_eq!(page.matches("<tr class=\"sentinel\">").count(), 3, "{page}");
+    assert!(page.contains("DOWN"), "{page}");
 
     // The two sentinels left still fail over, and the canary follows.
     fail_over_via(&set, &c, 1);

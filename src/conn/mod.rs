@@ -73,6 +73,10 @@ pub trait Locate: Send + Sync + std::fmt::Debug {
     /// A connection of `generation` found its node gone or demoted (a connection error,
     /// READONLY): the others of that generation must look again.
     fn lost(&self, generation: u64);
+    /// The sources asked (`host:port`) and whether each answers now, for the status page.
+    fn sources(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// Where and how to connect; built once per target (or node) from the configuration.

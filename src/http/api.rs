@@ -103,6 +103,8 @@ pub struct TargetView {
     pub shards: Vec<ShardView>,
     /// A cluster target's `cluster_slots_covered`.
     pub slots_covered: Option<i64>,
+    /// A sentinel target's sentinels (`host:port`) and whether each answers.
+    pub sentinels: Vec<(String, bool)>,
 }
 
 impl TargetView {
@@ -253,6 +255,11 @@ impl TargetView {
                     .collect()
             }),
             slots_covered: t.cluster.as_ref().map(|c| c.metrics.slots_covered.get()),
+            sentinels: t
+                .endpoint
+                .locator
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.sources()),
             disrupted: t.is_disrupted(),
             availability_5m,
             availability_1h,
@@ -441,5 +448,6 @@ fn target_json(v: &TargetView) -> Value {
             "disruptions": s.summary.disruptions,
             "longest_disruption_seconds": s.summary.longest_disruption_secs,
         })).collect::<Vec<_>>(),
+        "sentinels": v.sentinels.iter().map(|(addr, up)| json!({ "addr": addr, "up": up })).collect::<Vec<_>>(),
     })
 }

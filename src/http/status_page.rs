@@ -306,6 +306,19 @@ fn target_section(p: &mut String, v: &TargetView, now: f64) {
     if !v.shards.is_empty() {
         shards_table(p, v);
     }
+    if !v.sentinels.is_empty() {
+        p.push_str("<h3>sentinels</h3><div class=\"scroll\"><table><tr><th>sentinel</th><th>state</th></tr>");
+        for (addr, up) in &v.sentinels {
+            let _ = write!(
+                p,
+                "<tr class=\"sentinel\"><td><code>{}</code></td><td class=\"{}\">{}</td></tr>",
+                escape(addr),
+                if *up { "ok" } else { "bad" },
+                if *up { "up" } else { "DOWN" }
+            );
+        }
+        p.push_str("</table></div>");
+    }
     backends_and_nodes(p, v);
     p.push_str("</section>");
 }

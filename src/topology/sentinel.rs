@@ -377,6 +377,14 @@ impl Locate for Sentinel {
         self.generation.load(Ordering::Relaxed)
     }
 
+    fn sources(&self) -> Vec<(String, bool)> {
+        self.nodes
+            .iter()
+            .zip(&self.metrics.up)
+            .map(|(n, up)| (n.label.clone(), up.get() == 1))
+            .collect()
+    }
+
     fn ask(&self, n: usize) -> Located<'_> {
         Box::pin(async move {
             let len = self.nodes.len();
