@@ -34,6 +34,17 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
     // tests/dns.rs: a network namespace with a resolver that never answers.
     ("have_ip", None, &["ip"]),
     ("have_python3", None, &["python3"]),
+    // tests/browser.rs: the status page and the HTML soak report in a real browser.
+    (
+        "have_chromium",
+        Some("CHROMIUM_BIN"),
+        &["chromium", "chromium-browser"],
+    ),
+    (
+        "have_chromedriver",
+        Some("CHROMEDRIVER_BIN"),
+        &["chromedriver"],
+    ),
 ];
 
 fn main() {
