@@ -43,6 +43,17 @@ const TOOLS: &[(&str, Option<&str>, &[&str])] = &[
         Some("DNSMASQ_BIN"),
         &["dnsmasq", "/usr/sbin/dnsmasq"],
     ),
+    // tests/browser.rs: the status page and the HTML soak report in a real browser.
+    (
+        "have_chromium",
+        Some("CHROMIUM_BIN"),
+        &["chromium", "chromium-browser"],
+    ),
+    (
+        "have_chromedriver",
+        Some("CHROMEDRIVER_BIN"),
+        &["chromedriver"],
+    ),
 ];
 
 fn main() {

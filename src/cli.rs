@@ -41,6 +41,10 @@ enum Command {
         /// Where to write the JSON report.
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
+        /// Where to write the HTML report: one self-contained page (verdict, SLOs, charts
+        /// over the run, episodes, backends) that opens offline.
+        #[arg(long, value_name = "FILE.html")]
+        report_html: Option<PathBuf>,
     },
     /// Validate the configuration and print it, fully resolved, with secrets masked.
     CheckConfig(CommonArgs),
@@ -87,6 +91,8 @@ pub enum Mode {
         duration: Duration,
         /// Where the JSON report goes, if anywhere.
         report: Option<PathBuf>,
+        /// Where the HTML report goes, if anywhere.
+        report_html: Option<PathBuf>,
     },
     /// Validate and print the effective configuration.
     CheckConfig,
@@ -108,7 +114,15 @@ impl Cli {
                 args,
                 duration,
                 report,
-            }) => (Mode::Soak { duration, report }, args),
+                report_html,
+            }) => (
+                Mode::Soak {
+                    duration,
+                    report,
+                    report_html,
+                },
+                args,
+            ),
             Some(Command::CheckConfig(args)) => (Mode::CheckConfig, args),
         };
         Invocation { mode, args }
@@ -206,9 +220,36 @@ mod tests {
             Mode::Soak {
                 duration: Duration::from_secs(5400),
                 report: Some(PathBuf::from("out.json")),
+                report_html: None,
             }
         );
         assert_eq!(invocation.args.targets, vec!["a=redis://x:1"]);
+    }
+
+    #[test]
+    fn soak_takes_an_optional_html_report_and_run_does_not() {
+        let invocation = invocation(&["soak", "--duration", "5m", "--report-html", "r.html"]);
+        assert_eq!(
+            invocation.mode,
+            Mode::Soak {
+                duration: Duration::from_secs(300),
+                report: None,
+                report_html: Some(PathBuf::from("r.html")),
+            }
+        );
+        let run = usage_error(&["run", "--report-html", "r.html"]);
+        assert_eq!(run.exit_code(), 2);
+        let help = Cli::command().render_long_help().to_string();
+        let soak_help = Cli::command()
+            .find_subcommand_mut("soak")
+            .expect("soak")
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("--report-html"));
+        assert!(
+            soak_help.contains("--report-html <FILE.html>"),
+            "{soak_help}"
+        );
     }
 
     #[test]

@@ -114,11 +114,19 @@ async fn async_main(mode: Mode, config: config::Config, load: daemon::Loader) ->
                 }
             }
         }
-        Mode::Soak { duration, report } => {
-            match soak::run(&config, listener, duration, report.as_deref(), signals).await {
+        Mode::Soak {
+            duration,
+            report,
+            report_html,
+        } => {
+            let outputs = soak::Outputs {
+                json: report.as_deref(),
+                html: report_html.as_deref(),
+            };
+            match soak::run(&config, listener, duration, outputs, signals).await {
                 Ok(r) if r.pass => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
-                Err(e @ soak::SoakError::Start(_)) => {
+                Err(e @ (soak::SoakError::Start(_) | soak::SoakError::BadOutput { .. })) => {
                     eprintln!("{e}");
                     ExitCode::from(2)
                 }

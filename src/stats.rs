@@ -1,6 +1,8 @@
 //! Per-target statistics kept during `soak` (DESIGN §7): exact counts, HdrHistogram latency
-//! distributions, the episode list and per-backend verdicts. The daemon does not keep them:
-//! Prometheus histograms serve it, and a canary that runs for months must not grow.
+//! distributions, the episode list, per-backend verdicts, and a run-long [`RunSeries`] of
+//! per-interval aggregates for the charts of the HTML report (DESIGN §13). The daemon does
+//! not keep them: Prometheus histograms serve it, and a canary that runs for months must not
+//! grow.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use crate::classify::ResultKind;
 use crate::clock::Clock;
 use crate::config::Slo;
 use crate::episode::Ended;
+use crate::history::Interval;
 use crate::ledger::Verdict;
 use crate::op::{Kind, Op, Outcome};
 
@@ -22,6 +25,16 @@ pub const MAX_EPISODES: usize = 1000;
 /// in `reads` and in [`Stats::reads_by_backend_dropped`]. Run_ids are validated and a target
 /// has a handful of backends, so 64 is reached only by a restart loop.
 pub const MAX_READ_BACKENDS: usize = 64;
+
+/// Most intervals the run-long series keeps per target. When one more would be needed,
+/// neighbours are merged in pairs and the interval doubles: a 24 h soak ends with 1,350
+/// intervals of 64 s, about 250 KiB per target, and a chart of 1,500 points still resolves
+/// single pixels at the report's width.
+pub const MAX_SERIES_INTERVALS: usize = 1500;
+
+/// The first interval of the run-long series: one second, like the status page's fine ring,
+/// so a short soak shows an outage to the second.
+pub const SERIES_FIRST_INTERVAL_US: u64 = 1_000_000;
 
 /// Highest latency recorded exactly, in µs: one hour, far beyond any retry budget.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -99,11 +112,20 @@ pub struct Stats {
     pub connects: BTreeMap<(Kind, ResultKind), u64>,
     /// Per direct node: replication delays, and how many writes never showed in time.
     pub replication: BTreeMap<String, (Histogram<u64>, u64)>,
+    /// Operations, latency, verdicts and disruption per interval over the whole run.
+    pub series: RunSeries,
+    /// The clock the series is timed with (the target's).
+    clock: Clock,
 }
 
 impl Stats {
-    /// Empty statistics, judged later against `slo`.
+    /// Empty statistics, judged later against `slo`, timed on a clock started now.
     pub fn new(slo: &Slo) -> Stats {
+        Stats::with_clock(slo, Clock::new())
+    }
+
+    /// Empty statistics on the target's `clock`: the series starts at the current second.
+    pub fn with_clock(slo: &Slo, clock: Clock) -> Stats {
         Stats {
             slo: slo.clone(),
             ops: [OpStats::new(), OpStats::new(), OpStats::new()],
@@ -115,7 +137,13 @@ impl Stats {
             longest_episode_seconds: 0.0,
             replication: BTreeMap::new(),
             connects: BTreeMap::new(),
+            series: RunSeries::new(clock.unix_us(clock.now_us())),
+            clock,
         }
+    }
+
+    fn now_unix_us(&self) -> u64 {
+        self.clock.unix_us(self.clock.now_us())
     }
 
     /// Operations of every op: (succeeded, scheduled, failed), skipped ticks included in
@@ -145,6 +173,8 @@ impl Stats {
         let s = &mut self.ops[op.index()];
         s.outcomes[outcome as usize] += 1;
         s.operation_us.saturating_record(took.as_micros() as u64);
+        let now = self.now_unix_us();
+        self.series.at(now).operation(outcome, took);
     }
 
     /// One connect of `kind` ended with `result`.
@@ -155,12 +185,16 @@ impl Stats {
     /// A tick of `op` was skipped: an operation that never ran, counted as unavailable.
     pub fn skipped(&mut self, op: Op) {
         self.ops[op.index()].skipped += 1;
+        let now = self.now_unix_us();
+        self.series.at(now).skip();
     }
 
     /// A read (or probe) got `verdict` from `backend`; counted per backend up to
     /// [`MAX_READ_BACKENDS`] backends.
     pub fn verdict(&mut self, verdict: Verdict, backend: Option<&Identity>) {
         *self.reads.entry(verdict).or_default() += 1;
+        let now = self.now_unix_us();
+        self.series.at(now).verdict(verdict);
         let key = backend.map_or(
             "unknown",
             |b| {
@@ -195,6 +229,8 @@ impl Stats {
     /// is remembered, so an outage late in a flapping run still fails `max_disruption`.
     pub fn episode(&mut self, clock: &Clock, e: &Ended) {
         self.longest_episode_seconds = self.longest_episode_seconds.max(e.duration_secs());
+        self.series
+            .disrupted(clock.unix_us(e.start_us), clock.unix_us(e.end_us));
         if self.episodes.len() >= MAX_EPISODES {
             self.episodes_dropped += 1;
             return;
@@ -205,6 +241,114 @@ impl Stats {
             duration_seconds: e.duration_secs(),
             results: e.nonzero_results().collect(),
         });
+    }
+}
+
+/// Per-interval aggregates of one target over a whole soak ([`Interval`]: operations by
+/// outcome, skipped ticks, read verdicts, disruption, a latency sketch), in bounded memory:
+/// intervals start at [`SERIES_FIRST_INTERVAL_US`] and double, merging neighbours, whenever
+/// the run would need more than [`MAX_SERIES_INTERVALS`] of them.
+#[derive(Clone, Debug)]
+pub struct RunSeries {
+    /// Start of the first interval, µs since the epoch, on a whole second.
+    origin_unix_us: u64,
+    /// Length of every interval, µs.
+    width_us: u64,
+    /// From the origin on; the last one is still open.
+    intervals: Vec<Interval>,
+}
+
+impl RunSeries {
+    /// An empty series whose first interval starts at the second holding `start_unix_us`.
+    pub fn new(start_unix_us: u64) -> RunSeries {
+        RunSeries {
+            origin_unix_us: start_unix_us - start_unix_us % 1_000_000,
+            width_us: SERIES_FIRST_INTERVAL_US,
+            intervals: Vec::new(),
+        }
+    }
+
+    /// The interval holding `at_unix_us` (µs since the epoch), created if needed, after
+    /// coarsening if it would be past [`MAX_SERIES_INTERVALS`]. A time before the origin
+    /// counts in the first interval.
+    pub fn at(&mut self, at_unix_us: u64) -> &mut Interval {
+        let i = self.index(at_unix_us);
+        if self.intervals.len() <= i {
+            self.intervals.resize(i + 1, Interval::default());
+        }
+        &mut self.intervals[i]
+    }
+
+    /// Index of the interval of `at_unix_us`, coarsening until it fits.
+    fn index(&mut self, at_unix_us: u64) -> usize {
+        let since = at_unix_us.saturating_sub(self.origin_unix_us);
+        while since / self.width_us >= MAX_SERIES_INTERVALS as u64 {
+            self.coarsen();
+        }
+        (since / self.width_us) as usize
+    }
+
+    /// Doubles the interval: neighbours 2k and 2k+1 become interval k.
+    fn coarsen(&mut self) {
+        let merged = self
+            .intervals
+            .chunks(2)
+            .map(|pair| {
+                let mut m = pair[0].clone();
+                if let Some(next) = pair.get(1) {
+                    m.merge(next);
+                }
+                m
+            })
+            .collect();
+        self.intervals = merged;
+        self.width_us = self.width_us.saturating_mul(2);
+    }
+
+    /// Marks every interval from `from_unix_us` to `to_unix_us` (an episode) as disrupted.
+    pub fn disrupted(&mut self, from_unix_us: u64, to_unix_us: u64) {
+        let last = self.index(to_unix_us.max(from_unix_us));
+        let first = self.index(from_unix_us);
+        for i in first..=last {
+            self.at_index(i).disrupted = true;
+        }
+    }
+
+    fn at_index(&mut self, i: usize) -> &mut Interval {
+        if self.intervals.len() <= i {
+            self.intervals.resize(i + 1, Interval::default());
+        }
+        &mut self.intervals[i]
+    }
+
+    /// Length of every interval, in seconds.
+    pub fn interval_seconds(&self) -> f64 {
+        self.width_us as f64 / 1e6
+    }
+
+    /// Start of the first interval, in Unix seconds.
+    pub fn origin_unix_secs(&self) -> f64 {
+        self.origin_unix_us as f64 / 1e6
+    }
+
+    /// Every interval with its start in Unix seconds, oldest first.
+    pub fn intervals(&self) -> impl Iterator<Item = (f64, &Interval)> + '_ {
+        self.intervals.iter().enumerate().map(|(i, iv)| {
+            (
+                (self.origin_unix_us + i as u64 * self.width_us) as f64 / 1e6,
+                iv,
+            )
+        })
+    }
+
+    /// How many intervals there are.
+    pub fn len(&self) -> usize {
+        self.intervals.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.intervals.is_empty()
     }
 }
 
@@ -268,5 +412,84 @@ mod tests {
         assert_eq!(s.totals(), (2, 4, 1));
         assert_eq!(s.availability(), Some(0.5));
         assert_eq!(s.ops[Op::Probe.index()].availability(), Some(0.0));
+    }
+
+    #[test]
+    fn the_series_has_one_second_intervals_until_it_must_coarsen() {
+        let origin = 1_700_000_000_250_000; // a quarter second past a whole second
+        let mut series = RunSeries::new(origin);
+        assert_eq!(series.origin_unix_secs(), 1_700_000_000.0);
+        let ms = Duration::from_millis;
+        series.at(origin).operation(Outcome::Ok, ms(2));
+        series
+            .at(origin + 800_000)
+            .operation(Outcome::Failed, ms(300));
+        series.at(origin + 2_000_000).verdict(Verdict::Stale);
+        series.at(origin + 2_000_000).skip();
+        assert_eq!(series.len(), 3);
+        assert_eq!(series.interval_seconds(), 1.0);
+        let v: Vec<_> = series.intervals().collect();
+        assert_eq!(
+            (v[0].0, v[0].1.ok, v[0].1.failed, v[0].1.bad),
+            (1_700_000_000.0, 1, 0, 0)
+        );
+        assert_eq!((v[1].0, v[1].1.failed), (1_700_000_001.0, 1));
+        assert_eq!((v[2].1.bad, v[2].1.skipped), (1, 1));
+        // An interval with nothing in it is an empty interval, not a missing one.
+        assert_eq!(v[0].1.latency.count() + v[1].1.latency.count(), 2);
+
+        // Past the cap, pairs merge and the interval doubles: counts and extremes are kept.
+        let end = origin + MAX_SERIES_INTERVALS as u64 * 1_000_000;
+        series.at(end).operation(Outcome::Ok, ms(1));
+        assert_eq!(series.interval_seconds(), 2.0);
+        assert!(series.len() <= MAX_SERIES_INTERVALS);
+        let first = series.intervals().next().unwrap().1.clone();
+        assert_eq!((first.ok, first.failed), (1, 1));
+        assert_eq!(first.latency.max(), Some(ms(300)));
+        let totals = series.intervals().fold((0, 0), |(ops, bad), (_, i)| {
+            (ops + i.ok + i.failed, bad + i.bad)
+        });
+        assert_eq!(totals, (3, 1));
+    }
+
+    #[test]
+    fn a_day_of_seconds_stays_under_the_cap_and_episodes_mark_their_intervals() {
+        let origin = 1_700_000_000_000_000;
+        let mut series = RunSeries::new(origin);
+        for s in 0..86_400u64 {
+            series
+                .at(origin + s * 1_000_000)
+                .operation(Outcome::Ok, Duration::from_millis(1));
+        }
+        assert!(series.len() <= MAX_SERIES_INTERVALS, "{}", series.len());
+        assert_eq!(series.interval_seconds(), 64.0);
+        let ops: u32 = series.intervals().map(|(_, i)| i.ok).sum();
+        assert_eq!(ops, 86_400);
+        // A 200 s episode an hour in marks the intervals it overlaps, and only those.
+        let from = origin + 3600 * 1_000_000;
+        series.disrupted(from, from + 200 * 1_000_000);
+        let marked: Vec<f64> = series
+            .intervals()
+            .filter(|(_, i)| i.disrupted)
+            .map(|(t, _)| t - 1_700_000_000.0)
+            .collect();
+        assert_eq!(marked, vec![3584.0, 3648.0, 3712.0, 3776.0]);
+        // A time far in the future coarsens further but never overflows or grows past the cap.
+        series.at(u64::MAX).skip();
+        assert!(series.len() <= MAX_SERIES_INTERVALS);
+    }
+
+    #[test]
+    fn stats_feed_the_series_at_the_current_time() {
+        let clock = Clock::new();
+        let mut s = Stats::with_clock(&Slo::default(), clock);
+        s.operation(Op::Write, Outcome::Ok, Duration::from_millis(1));
+        s.skipped(Op::Read);
+        s.verdict(Verdict::Lagging, None);
+        s.episode(&clock, &ended(0, 1_000));
+        assert_eq!(s.series.len(), 1);
+        let (start, i) = s.series.intervals().next().unwrap();
+        assert_eq!((i.ok, i.skipped, i.lagging, i.disrupted), (1, 1, 1, true));
+        assert!((start - clock.unix_secs(0)).abs() <= 1.0);
     }
 }

@@ -208,7 +208,24 @@ impl std::fmt::Display for C {
         };
         // -0.0 prints as "-0".
         let v = if v == 0.0 { 0.0 } else { v };
-        write!(f, "{v}")
+        // "0.5" as ".5": valid SVG numbers, and a day of bars is mostly such widths.
+        let text = v.to_string();
+        match text.strip_prefix("0.") {
+            Some(frac) => write!(f, ".{frac}"),
+            None => match text.strip_prefix("-0.") {
+                Some(frac) => write!(f, "-.{frac}"),
+                None => f.write_str(&text),
+            },
+        }
+    }
+}
+
+/// A coordinate rounded to whole px: bar heights, where a tenth of a pixel does not show.
+struct Px(f64);
+
+impl std::fmt::Display for Px {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        C(self.0.round()).fmt(f)
     }
 }
 
@@ -804,7 +821,7 @@ impl StackedBars {
                 }
                 let (y0, y1) = (y.px(base), y.px(base + v));
                 base += v;
-                let _ = write!(path, "M{} {}h{}V{}h{}z", C(x0), C(y1), C(w), C(y0), C(-w));
+                let _ = write!(path, "M{} {}h{}V{}h{}z", C(x0), Px(y1), C(w), Px(y0), C(-w));
             }
         }
         for (layer, d) in self.layers.iter().zip(paths) {

@@ -184,7 +184,7 @@ impl TargetState {
             last_bad_read_log_us: AtomicU64::new(0),
             last_internal_log_us: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
-            stats: with_stats.then(|| Mutex::new(Stats::new(&target.slo))),
+            stats: with_stats.then(|| Mutex::new(Stats::with_clock(&target.slo, clock))),
             tracing,
             cluster: None,
             slot_stride: tags::stride(s.keys),

@@ -1,11 +1,13 @@
-//! The `soak` mode (DESIGN §3, §7): run the workload for a fixed time (or until a signal),
-//! then judge every target against its `[slo]`, print the human summary and write the
-//! versioned JSON report.
+//! The `soak` mode (DESIGN §3, §7, §13): run the workload for a fixed time (or until a
+//! signal), then judge every target against its `[slo]`, print the human summary and write
+//! the versioned JSON report and the HTML report.
 //!
 //! - [`run`]: the whole mode, as `main` and tests call it.
 //! - [`judge`]: pure SLO judging of one target's statistics.
 //! - [`report`]: the typed report and the human summary.
+//! - [`html`]: the self-contained HTML page with charts over the run.
 
+pub mod html;
 pub mod judge;
 pub mod report;
 
@@ -30,7 +32,14 @@ pub enum SoakError {
     /// The daemon did not start: bad input, exit 2.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The run finished but the JSON report could not be written.
+    /// A report path that cannot be written, found before the run: bad input, exit 2.
+    #[error("invalid argument: {flag} = \"{}\": {reason}", path.display())]
+    BadOutput {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The run finished but a report could not be written.
     #[error("cannot write the report to {}: {source}", path.display())]
     WriteReport {
         path: PathBuf,
@@ -38,17 +47,57 @@ pub enum SoakError {
     },
 }
 
+/// Where the reports of a soak go.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outputs<'a> {
+    /// `--report`: the JSON document (DESIGN §7).
+    pub json: Option<&'a Path>,
+    /// `--report-html`: the self-contained page (DESIGN §13).
+    pub html: Option<&'a Path>,
+}
+
+impl Outputs<'_> {
+    /// Checks, before the run, that each path names a file in an existing directory: a typo
+    /// must not be found out after a 24 h soak.
+    fn check(&self) -> Result<(), SoakError> {
+        for (flag, path) in [("--report", self.json), ("--report-html", self.html)] {
+            let Some(path) = path else { continue };
+            let bad = |reason: String| SoakError::BadOutput {
+                flag,
+                path: path.to_path_buf(),
+                reason,
+            };
+            if path.as_os_str().is_empty() {
+                return Err(bad("an empty path".into()));
+            }
+            if path.is_dir() {
+                return Err(bad("is a directory".into()));
+            }
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(bad(format!("directory {} does not exist", dir.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the workload of `config` for `duration`, serving HTTP on `listener`, or until
 /// `signals` resolves (the run then counts as interrupted and fails). Prints the summary on
-/// stdout, writes the JSON report to `report_path` if given, and returns the report: its
-/// `pass` is the soak's verdict.
+/// stdout, writes the reports to `outputs`, and returns the report: its `pass` is the
+/// soak's verdict. A report path in a directory that does not exist is refused before the
+/// run ([`SoakError::BadOutput`]).
 pub async fn run(
     config: &Config,
     listener: TcpListener,
     duration: Duration,
-    report_path: Option<&Path>,
+    outputs: Outputs<'_>,
     signals: impl Future<Output = ()>,
 ) -> Result<Report, SoakError> {
+    outputs.check()?;
     let started = unix_now();
     let (trigger, sd) = shutdown::channel();
     let daemon = daemon::run(config, listener, sd, true);
@@ -69,17 +118,35 @@ pub async fn run(
             }
         }
     };
-    let report = report(&targets, started, unix_now(), interrupted.unwrap_or(true));
+    let ended = unix_now();
+    let report = report(&targets, started, ended, interrupted.unwrap_or(true));
     print!("{}", report.summary());
-    if let Some(path) = report_path {
-        tokio::fs::write(path, report.to_json())
-            .await
-            .map_err(|source| SoakError::WriteReport {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let write = |path: &Path, text: String| {
+        let path = path.to_path_buf();
+        async move {
+            tokio::fs::write(&path, text)
+                .await
+                .map_err(|source| SoakError::WriteReport { path, source })
+        }
+    };
+    if let Some(path) = outputs.json {
+        write(path, report.to_json()).await?;
+    }
+    if let Some(path) = outputs.html {
+        let series: Vec<_> = targets.iter().filter_map(|t| target_series(t)).collect();
+        write(path, html::render(&report, &series, started, ended)).await?;
     }
     Ok(report)
+}
+
+/// The charts' data of a target built with statistics.
+fn target_series(t: &TargetState) -> Option<html::TargetSeries> {
+    let stats = t.stats.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+    Some(html::TargetSeries {
+        name: t.name.clone(),
+        series: stats.series.clone(),
+        episodes: stats.episodes.clone(),
+    })
 }
 
 /// Builds the report of a soak of `targets` that ran from `started_unix` to `ended_unix`
@@ -150,13 +217,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let signal = tokio::time::sleep(Duration::from_millis(300));
         let began = std::time::Instant::now();
+        let html = dir.path().join("report.html");
+        let outputs = Outputs {
+            json: Some(&path),
+            html: Some(&html),
+        };
         let report = tokio::time::timeout(
             Duration::from_secs(10),
             run(
                 &dead_target_config(),
                 listener,
                 Duration::from_secs(60),
-                Some(&path),
+                outputs,
                 signal,
             ),
         )
@@ -171,25 +243,80 @@ mod tests {
         assert_eq!(written["interrupted"], true);
         assert_eq!(written["targets"][0]["name"], "dead");
         assert!(written["targets"][0]["connects"]["pool"]["refused"].as_u64() > Some(0));
+        // The HTML report of the same run: the dead target failed, with its one episode.
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert!(page.contains("Target dead <span class=\"verdict fail\">FAIL</span>"));
+        assert_eq!(page.matches("<tr class=\"episode\">").count(), 1);
+        assert!(page.contains("interrupted by a signal"));
     }
 
     #[tokio::test]
-    async fn a_report_that_cannot_be_written_is_an_error_naming_the_path() {
+    async fn a_report_path_in_a_missing_directory_is_refused_before_the_run() {
+        for (outputs, flag, path) in [
+            (
+                Outputs {
+                    json: Some(Path::new("/nonexistent-dir/report.json")),
+                    html: None,
+                },
+                "--report",
+                "/nonexistent-dir/report.json",
+            ),
+            (
+                Outputs {
+                    json: None,
+                    html: Some(Path::new("/nonexistent-dir/r.html")),
+                },
+                "--report-html",
+                "/nonexistent-dir/r.html",
+            ),
+            (
+                Outputs {
+                    json: None,
+                    html: Some(Path::new("/tmp")),
+                },
+                "--report-html",
+                "/tmp",
+            ),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let began = std::time::Instant::now();
+            let err = run(
+                &dead_target_config(),
+                listener,
+                Duration::from_secs(60),
+                outputs,
+                std::future::pending(),
+            )
+            .await
+            .expect_err("the path is refused");
+            assert!(began.elapsed() < Duration::from_secs(5), "before the run");
+            assert!(matches!(err, SoakError::BadOutput { .. }));
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("invalid argument: {flag} = \"{path}\": ")),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_that_cannot_be_written_after_the_run_is_an_error_naming_the_path() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let path = Path::new("/nonexistent-dir/report.json");
+        // /proc exists, but no file can be created in it, not even by root.
+        let path = Path::new("/proc/report.html");
         let err = run(
             &dead_target_config(),
             listener,
             Duration::from_millis(200),
-            Some(path),
+            Outputs {
+                json: None,
+                html: Some(path),
+            },
             std::future::pending(),
         )
         .await
-        .expect_err("the directory does not exist");
-        assert!(matches!(err, SoakError::WriteReport { .. }));
-        assert!(
-            err.to_string().contains("/nonexistent-dir/report.json"),
-            "{err}"
-        );
+        .expect_err("the file cannot be created");
+        assert!(matches!(err, SoakError::WriteReport { .. }), "{err}");
+        assert!(err.to_string().contains("/proc/report.html"), "{err}");
     }
 }
