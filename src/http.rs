@@ -482,6 +482,8 @@ fn route(state: &AppState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => metrics(state, req),
         "/healthz" => healthz(state),
+        // Browsers ask for it on every page: no content, rather than a 404 in their console.
+        "/favicon.ico" => empty(StatusCode::NO_CONTENT),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/" => html(status_page::render(state)),
         "/api/v1/status" => json(api::render(state)),
@@ -589,6 +591,13 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static headers are valid")
+}
+
+fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()))
         .expect("static headers are valid")
 }
 

@@ -79,9 +79,37 @@ fn webdriver_http(
         body.len()
     )
     .map_err(|e| e.to_string())?;
+    // chromedriver keeps the connection open after its answer whatever `Connection` says:
+    // read the head, then exactly Content-Length bytes of body.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
+    let mut buf = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the answer's head".into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let length: usize = String::from_utf8_lossy(&raw[..head_end])
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .ok_or("no Content-Length")?;
+    while raw.len() < head_end + length {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed in the answer's body".into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw[..head_end + length]);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
     let status: u16 = head
         .split_whitespace()
@@ -465,13 +493,14 @@ fn the_html_report_of_a_soak_with_an_outage_shows_the_episode_and_charts_in_a_br
             .unwrap()
             .contains(&json!("max_disruption"))
     );
-    // Four charts, all drawn at a readable width, with data: a latency point per second
-    // with operations (the 12 s run has at least 8 such seconds), bars of ok and failed
-    // operations, and the episode shaded on every chart.
+    // Four charts, all drawn at a readable width, with data: a latency point (p50, p99,
+    // max) per second with operations (the 12 s run has at least 4 such seconds however
+    // long the outage took on a loaded machine), bars of ok and failed operations, and the
+    // episode shaded on every chart.
     assert_eq!(charts["svgs"], 4);
     assert_eq!(charts["wide_svgs"], 4);
     let points = charts["line_points"].as_u64().unwrap() + charts["circles"].as_u64().unwrap();
-    assert!(points >= 3 * 8, "{charts}");
+    assert!(points >= 3 * 4, "{charts}");
     assert!(charts["bars"].as_u64().unwrap() >= 8, "{charts}");
     assert!(charts["failed_bars"].as_u64().unwrap() >= 1, "{charts}");
     assert_eq!(charts["shades"], 4, "{charts}");
@@ -505,7 +534,7 @@ fn the_live_page_after_an_outage_shows_the_episode_and_a_chart_in_a_browser() {
     let b = Browser::start();
     b.goto(&format!("http://127.0.0.1:{}/", canary.port));
     let episodes =
-        b.eval("return Array.from(document.querySelectorAll('.episode')).map(e => e.textContent);");
+        b.eval("return Array.from(document.querySelectorAll('tr.episode')).map(e => e.querySelector('.length').textContent);");
     let charts = chart_counts(&b);
     println!("episodes {episodes}; charts {charts}");
     let episodes = episodes.as_array().cloned().unwrap_or_default();
@@ -514,13 +543,34 @@ fn the_live_page_after_an_outage_shows_the_episode_and_a_chart_in_a_browser() {
         1,
         "one element of class episode per episode"
     );
-    // Its length is on it, in seconds ("2.1 s", "2.104 s", ...).
+    // Its length is on it, as the API gives it ("53.3 ms", "2.1 s", ...).
     let text = episodes[0].as_str().unwrap_or_default();
+    let (_, api) = canary.get("/api/v1/status");
+    let api: Value = serde_json::from_str(&api).expect("JSON");
+    let length = api["targets"][0]["episodes"][0]["length_seconds"]
+        .as_f64()
+        .expect("the episode's length in the API");
+    let shown = text
+        .split_whitespace()
+        .zip(text.split_whitespace().skip(1))
+        .find_map(|(n, unit)| {
+            let n: f64 = n
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()?;
+            let scale = match unit.trim_end_matches(|c: char| !c.is_alphabetic()) {
+                u if u.starts_with("ms") => 1e-3,
+                u if u.starts_with("min") => 60.0,
+                u if u.starts_with('s') => 1.0,
+                u if u.starts_with('h') => 3600.0,
+                _ => return None,
+            };
+            Some(n * scale)
+        })
+        .unwrap_or_else(|| panic!("no length in {text:?}"));
     assert!(
-        text.split_whitespace()
-            .zip(text.split_whitespace().skip(1))
-            .any(|(n, unit)| n.parse::<f64>().is_ok_and(|n| n > 0.0) && unit.starts_with('s')),
-        "no length in seconds in {text:?}"
+        (shown - length).abs() <= 0.01 * length + 0.001,
+        "shown {shown} s vs the API's {length} s in {text:?}"
     );
     assert!(charts["svgs"].as_u64().unwrap() >= 1, "{charts}");
     let points = charts["line_points"].as_u64().unwrap()

@@ -660,12 +660,16 @@ fn writes_to_a_demoted_master_are_readonly_while_its_reads_keep_working() {
     );
     assert_eq!(o("read", "failed") + o("read", "recovered"), 0.0);
     assert_no_bad_reads(&m, "direct", &["stale", "missing", "corrupt"]);
-    wait_until("node 0 seen a master again", Duration::from_secs(10), || {
-        canary.metrics().count(
-            BACKEND_INFO,
-            &[t("direct"), ("run_id", &run_id), ("role", "master")],
-        ) == 1
-    });
+    wait_until(
+        "node 0 seen a master again",
+        Duration::from_secs(10),
+        || {
+            canary.metrics().count(
+                BACKEND_INFO,
+                &[t("direct"), ("run_id", &run_id), ("role", "master")],
+            ) == 1
+        },
+    );
 }
 
 #[test]

@@ -284,7 +284,7 @@ fn target_section(p: &mut String, v: &TargetView, now: f64) {
         }
         let _ = write!(
             p,
-            "<tr class=\"episode\"><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            "<tr class=\"episode\"><td>{}</td><td class=\"length\">{}{}</td><td>{}</td></tr>",
             format_unix(e.start_unix),
             svg::format_seconds(e.length_seconds),
             if e.end_unix.is_none() {
