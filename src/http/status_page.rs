@@ -15,20 +15,7 @@ use crate::op::Op;
 use crate::svg;
 
 /// Escapes text for HTML: server replies in error messages are untrusted.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::svg::escape;
 
 /// Formats a Unix time as RFC 3339 UTC, second precision.
 pub fn format_unix(secs: f64) -> String {
