@@ -167,9 +167,11 @@ def cost(procs: Procs, binary: Path, label: str, url: str, cluster: bool,
     }  # fmt: skip
 
 
-def canary_max(procs: Procs, binary: Path, c: Cluster, i: int, window: float, warmup: float) -> dict:
-    extra = {"rate": '"max"', "connections": 25, "value_size": 64, "connect_probe_interval": '"0s"'}
-    canary = Canary(procs, binary, f"load-canary{i}", config(f"bench-cluster-load{i}", c.url(), True, extra))
+def canary_max(procs: Procs, binary: Path, c: Cluster, i: int, window: float, warmup: float,
+               connections: int = 25) -> dict:  # fmt: skip
+    extra = {"rate": '"max"', "connections": connections, "value_size": 64, "connect_probe_interval": '"0s"'}
+    name = f"load-canary{connections}-{i}"
+    canary = Canary(procs, binary, name, config(f"bench-{name}", c.url(), True, extra))
     try:
         time.sleep(warmup)
         m0 = canary.metrics(("redis_canary_operations_total",))
@@ -183,15 +185,15 @@ def canary_max(procs: Procs, binary: Path, c: Cluster, i: int, window: float, wa
         canary.stop()
     wall = res["canary"]["wall_seconds"]
     done = sum(ops_total(m1, op=op) - ops_total(m0, op=op) for op in ("write", "read"))
-    return {"ops_per_second": done / wall, "window_s": wall,
+    return {"connections_setting": connections, "ops_per_second": done / wall, "window_s": wall,
             "failed": ops_total(m1, outcome="failed") - ops_total(m0, outcome="failed"),
             "canary_cpu_percent": res["canary"]["cpu_percent"],
             "servers_cpu_percent_sum": sum(res[n]["cpu_percent"] for n in c.pids),
             "connections_per_node": conns}  # fmt: skip
 
 
-def redis_benchmark(procs: Procs, c: Cluster, requests: int) -> dict:
-    argv = ["redis-benchmark", "--cluster", "-h", "127.0.0.1", "-p", str(c.ports[0]), "-c", "50",
+def redis_benchmark(procs: Procs, c: Cluster, requests: int, clients_n: int = 50) -> dict:
+    argv = ["redis-benchmark", "--cluster", "-h", "127.0.0.1", "-p", str(c.ports[0]), "-c", str(clients_n),
             "-t", "set,get", "-d", "64", "-r", "1000", "-n", str(requests), "--csv"]  # fmt: skip
     cpu = CpuWindow(c.pids).start()
     p = procs.spawn("redis-benchmark", argv)
@@ -277,6 +279,26 @@ def main() -> int:
                 "median_redis_benchmark": rm, "ratio": cm / rm}  # fmt: skip
         print(f"load: median canary {cm:,.0f} ops/s vs redis-benchmark {rm:,.0f} ops/s: "
               f"ratio {cm / rm:.2f}x", flush=True)  # fmt: skip
+        # Equal connection counts: the canary holds a pool per node per loop (25 -> 50 per
+        # node), redis-benchmark --cluster spreads -c over the nodes. So also: the canary at
+        # connections = 8 (48 in all on 3 nodes) against -c 50, and -c 150 against 25.
+        cn8, rb150 = [], []
+        for i in range(a.rounds):
+            cn8.append(canary_max(procs, binary, c3, i, 10.0, 3.0, connections=8))
+            print(f"equal round {i + 1}: canary connections=8 {cn8[-1]['ops_per_second']:,.0f} ops/s, "
+                  f"failed {cn8[-1]['failed']:.0f}, connections per node {cn8[-1]['connections_per_node']}",
+                  flush=True)  # fmt: skip
+            rb150.append(redis_benchmark(procs, c3, a.requests, clients_n=150))
+            print(f"equal round {i + 1}: redis-benchmark -c 150 combined {rb150[-1]['combined_rps']:,.0f} "
+                  f"ops/s, peak connections per node {rb150[-1]['peak_connections_per_node']}", flush=True)  # fmt: skip
+        c8m = statistics.median(x["ops_per_second"] for x in cn8)
+        r150m = statistics.median(x["combined_rps"] for x in rb150)
+        load["equal"] = {"canary_connections_8": cn8, "redis_benchmark_c150": rb150,
+                         "median_canary_8": c8m, "median_redis_benchmark_c150": r150m,
+                         "ratio_canary8_vs_rb50": c8m / rm, "ratio_canary25_vs_rb150": cm / r150m}  # fmt: skip
+        print(f"equal: canary connections=8 {c8m:,.0f} vs redis-benchmark -c 50 {rm:,.0f}: {c8m / rm:.2f}x; "
+              f"canary connections=25 {cm:,.0f} vs redis-benchmark -c 150 {r150m:,.0f}: {cm / r150m:.2f}x",
+              flush=True)  # fmt: skip
     finally:
         procs.stop_all()
     if a.out:
