@@ -114,9 +114,15 @@ impl TargetState {
         let mut may_have_applied = false;
         let (mut n, mut redirects, mut asking) = (0u32, 0u32, false);
         let mut first = true;
+        // Times this operation went elsewhere because the map moved on while it waited for a
+        // slot or for the connect pace (not a try: nothing was sent).
+        let mut reroutes = 0u32;
+        let mut rerouted = false;
         loop {
             if !first {
-                m.retries.inc();
+                if !std::mem::take(&mut rerouted) {
+                    m.retries.inc();
+                }
                 // Each retry goes where the map says now (a failover may have moved the
                 // slot meanwhile); only an ASK sends one try elsewhere.
                 if !asking && let (Some(c), Some(s)) = (cluster, key_slot) {
@@ -142,6 +148,18 @@ impl TargetState {
                 if !pool.pace(shutdown).await {
                     drop(slot);
                     return None;
+                }
+                // The map may have moved on while this waited for a slot or for the pace (a
+                // failover learned meanwhile): no connect to a master that is no more.
+                if !asking
+                    && reroutes < MAX_REDIRECTS
+                    && let (Some(c), Some(s), Some(d)) = (cluster, key_slot, &dest)
+                    && c.route(s).addr != *d
+                {
+                    drop(slot);
+                    reroutes += 1;
+                    rerouted = true;
+                    continue;
                 }
                 let sent_us = self.clock.now_us();
                 let connected = match (cluster, &dest) {

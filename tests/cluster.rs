@@ -285,11 +285,18 @@ fn harness_a_killed_master_is_replaced_by_its_replica_and_rejoins_as_its_replica
 
     // Every running node agrees: same slots, the promoted replica as master; the other
     // shards untouched.
+    // Gossip takes a moment to reach every node after the promotion: they agree within
+    // seconds.
     let after = c.shards();
-    for n in c.running() {
-        assert_eq!(n.state().as_deref(), Some("ok"));
-        assert_eq!(n.shards().expect("CLUSTER SHARDS"), after);
-    }
+    wait_until(
+        "every running node to say ok and agree on the shards",
+        Duration::from_secs(10),
+        || {
+            c.running().all(|n| {
+                n.state().as_deref() == Some("ok") && n.shards().ok().as_ref() == Some(&after)
+            })
+        },
+    );
     assert_eq!(after.len(), 3);
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(a.slots, b.slots);
