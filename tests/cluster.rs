@@ -70,17 +70,11 @@ fn shard_metric(m: &Scrape, name: &str, shard: &str) -> f64 {
 
 /// Operations of the writer and the reader (the ones with retries) that ended in `outcome`.
 fn outcome(m: &Scrape, outcome: &str) -> f64 {
-    ["write", "read"]
-        .iter()
-        .map(|op| m.sum(names::OPS, &[t(TARGET), ("op", op), ("outcome", outcome)]))
-        .sum()
+    support::loop_ops(m, TARGET, outcome)
 }
 
 fn probe_failed(m: &Scrape) -> f64 {
-    m.sum(
-        names::OPS,
-        &[t(TARGET), ("op", "probe"), ("outcome", "failed")],
-    )
+    support::probe_failed(m, TARGET)
 }
 
 fn attempts(m: &Scrape, result: &str) -> f64 {

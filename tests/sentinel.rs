@@ -26,17 +26,11 @@ fn canary(set: &SentinelSet) -> Canary {
 /// The fresh-connection probe has no retries by design (DESIGN §2.8): its failures during a
 /// failover are reported apart, by [`probe_failed`].
 fn outcome(m: &Scrape, outcome: &str) -> f64 {
-    ["write", "read"]
-        .iter()
-        .map(|op| m.sum(names::OPS, &[t(TARGET), ("op", op), ("outcome", outcome)]))
-        .sum()
+    support::loop_ops(m, TARGET, outcome)
 }
 
 fn probe_failed(m: &Scrape) -> f64 {
-    m.sum(
-        names::OPS,
-        &[t(TARGET), ("op", "probe"), ("outcome", "failed")],
-    )
+    support::probe_failed(m, TARGET)
 }
 
 fn verdict(m: &Scrape, verdict: &str) -> f64 {

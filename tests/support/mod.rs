@@ -170,6 +170,29 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Operations of the writer and the reader of `target` (the ones with retries) that ended in
+/// `outcome`. The fresh-connection probe has no retries by design (DESIGN §2.8): see
+/// [`probe_failed`].
+pub fn loop_ops(m: &Scrape, target: &str, outcome: &str) -> f64 {
+    ["write", "read"]
+        .iter()
+        .map(|op| {
+            m.sum(
+                names::OPS,
+                &[names::t(target), ("op", op), ("outcome", outcome)],
+            )
+        })
+        .sum()
+}
+
+/// Failed fresh-connection probes of `target`.
+pub fn probe_failed(m: &Scrape, target: &str) -> f64 {
+    m.sum(
+        names::OPS,
+        &[names::t(target), ("op", "probe"), ("outcome", "failed")],
+    )
+}
+
 /// A canary config for one target named `name` at `url`, with `extra` TOML lines appended
 /// to the target table. Fast defaults keep tests short: 20 ops/s, short timeouts.
 pub fn one_target_config(name: &str, url: &str, extra: &str) -> String {
