@@ -14,20 +14,39 @@ pub const HTTP_DEADLINE: Duration = Duration::from_secs(5);
 /// A plain HTTP/1.1 GET of `path` on `127.0.0.1:port` with a 5 s deadline (connect, write
 /// and every read); returns status and body (de-chunked).
 pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Result<(u16, String), String> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_DEADLINE).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(HTTP_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(HTTP_DEADLINE))
-        .map_err(|e| e.to_string())?;
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"
+    exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"),
+        HTTP_DEADLINE,
     )
-    .map_err(|e| e.to_string())?;
+}
+
+/// A plain HTTP/1.1 request of `method` (no body) to `path` on `127.0.0.1:port`, with
+/// the deadline of [`http_get`] (reads may take 20 s: a reload may stop targets for a few
+/// seconds before it answers); returns status and body.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String), String> {
+    exchange(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        4 * HTTP_DEADLINE,
+    )
+}
+
+/// Sends `request` to `127.0.0.1:port` and reads the answer to its end; status and body
+/// (de-chunked).
+fn exchange(port: u16, request: &str, read_timeout: Duration) -> Result<(u16, String), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, HTTP_DEADLINE).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(HTTP_DEADLINE))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
@@ -45,32 +64,6 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Result<(u16, Str
         body.to_string()
     };
     Ok((status, body))
-}
-
-/// A plain HTTP/1.1 request of `method` (no body) to `path` on `127.0.0.1:port`, with
-/// the deadline of [`http_get`]; returns status and body.
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String), String> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_DEADLINE).map_err(|e| e.to_string())?;
-    // A reload may stop targets for a few seconds before it answers.
-    s.set_read_timeout(Some(4 * HTTP_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(HTTP_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    Ok((status, body.to_string()))
 }
 
 fn dechunk(mut body: &str) -> String {
