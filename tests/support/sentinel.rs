@@ -2,7 +2,11 @@
 //! replicas (the shared password) watched by three real `redis-sentinel` processes, each
 //! with a writable config file of its own (Sentinel rewrites it), a port from
 //! [`reserve_port`], `announce-ip 127.0.0.1`, quorum 2, `down-after-milliseconds 1000` and
-//! `failover-timeout 3000`, so that a master kill fails over in about 2-3 s.
+//! `failover-timeout 10000`, so that a master kill fails over in about 2-3 s. The failover
+//! timeout is not on that path; it bounds how long the leader waits to see its promotion and
+//! gates the next failover (twice the timeout). At 3000 a loaded machine once saw a leader
+//! give up on a promotion it had made while another sentinel promoted a second replica: two
+//! switches and a write lost, real but not the scenario a test asks for.
 //!
 //! Faults: SIGKILL of a sentinel, `SENTINEL FAILOVER`, one sentinel told to monitor another
 //! node under the same name (a split view). Every wait polls with a deadline; every process
@@ -47,7 +51,7 @@ impl SentinelProcess {
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel auth-pass {MASTER_NAME} {PASSWORD}\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-             sentinel failover-timeout {MASTER_NAME} 3000\n\
+             sentinel failover-timeout {MASTER_NAME} 10000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             dir = dir.display()
         );
@@ -142,8 +146,10 @@ impl Drop for SentinelProcess {
 
 /// A master, two replicas and three sentinels that agree on them.
 pub struct SentinelSet {
-    pub topology: Topology,
+    // Declared first so that it drops first: the sentinels print their log tails on a
+    // failure, and the logs live in the topology's temp dir.
     pub sentinels: Vec<SentinelProcess>,
+    pub topology: Topology,
 }
 
 impl SentinelSet {
