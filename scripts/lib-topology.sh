@@ -130,7 +130,7 @@ lib_spawn_split() {
 
 # --- Sentinel (DESIGN §12.1) -------------------------------------------------------------
 # Three `redis-sentinel` processes watching a master under one name, as in the test fixture
-# tests/support/sentinel.rs: quorum 2, down-after-milliseconds 1000, failover-timeout 10000,
+# tests/support/sentinel.rs: quorum 2, down-after-milliseconds 1000, failover-timeout 3000,
 # announce-ip 127.0.0.1, a writable config per sentinel (Sentinel rewrites it) and a log
 # file of its own in $RUN_DIR/NAME/sentinel.log (its `+switch-master` lines carry the
 # sentinels' own timestamps).
@@ -163,7 +163,7 @@ sentinel announce-ip 127.0.0.1
 sentinel monitor $master_name 127.0.0.1 $master_port 2
 sentinel auth-pass $master_name $REDIS_PASSWORD
 sentinel down-after-milliseconds $master_name 1000
-sentinel failover-timeout $master_name 10000
+sentinel failover-timeout $master_name 3000
 sentinel parallel-syncs $master_name 1
 CONF
     lib_spawn "$name" redis-sentinel "$dir/sentinel.conf"

@@ -4,12 +4,19 @@
 //! most `connections` attempts in flight. A slot is lent out as a
 //! [`SlotGuard`] that puts it back when dropped, however the borrower ends (a reply, an
 //! error, or its future dropped by a drain that timed out at shutdown).
+//!
+//! A pool opens one connection to a destination at a time: while a borrower connects and
+//! no idle connection is there, the next borrower waits for a slot to come back instead of
+//! connecting beside it. Without that, a start of thousands of targets (connects slower
+//! than a tick) opened every slot of every loop at once: 5,000 targets with `connections =
+//! 2` ran out of file descriptors. A second connection still opens whenever the first is
+//! busy with a command (that is what `connections` is for).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::conn::Conn;
@@ -42,15 +49,28 @@ const MAX_CONNECT_PACE: Duration = Duration::from_millis(200);
 /// The connections of one loop.
 pub struct Pool {
     permits: Semaphore,
-    slots: Mutex<Vec<Slot>>,
+    slots: Mutex<Slots>,
+    /// Rung whenever a slot comes back.
+    returned: Notify,
     /// While connects fail: the pause between them, and when the next may start.
     pace: Mutex<(Duration, Option<Instant>)>,
+}
+
+/// The idle slots, and the destinations a borrower is opening a connection to (one entry
+/// per such borrower; at most `connections` of them).
+#[derive(Default)]
+struct Slots {
+    idle: Vec<Slot>,
+    opening: Vec<Option<Addr>>,
 }
 
 /// A slot on loan, with its place among the attempts in flight; both go back on drop.
 pub struct SlotGuard<'a> {
     pool: &'a Pool,
     slot: Option<Slot>,
+    /// Lent without a connection while none was being opened to its destination: this
+    /// borrower is the one opening it.
+    opening: bool,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -74,12 +94,15 @@ impl DerefMut for SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool
-                .slots
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(slot);
+            let mut slots = self.pool.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if self.opening
+                && let Some(i) = slots.opening.iter().position(|d| *d == slot.dest)
+            {
+                slots.opening.swap_remove(i);
+            }
+            slots.idle.push(slot);
         }
+        self.pool.returned.notify_waiters();
         // The permit is released after this, with the slot already back.
     }
 }
@@ -89,7 +112,11 @@ impl Pool {
     pub fn new(size: usize) -> Pool {
         Pool {
             permits: Semaphore::new(size),
-            slots: Mutex::new((0..size).map(|_| Slot::default()).collect()),
+            slots: Mutex::new(Slots {
+                idle: (0..size).map(|_| Slot::default()).collect(),
+                opening: Vec::new(),
+            }),
+            returned: Notify::new(),
             pace: Mutex::new((Duration::ZERO, None)),
         }
     }
@@ -99,23 +126,57 @@ impl Pool {
         self.take_for(None).await
     }
 
-    /// Waits for a free slot to `dest` (a cluster node), or of the target's endpoint.
+    /// Waits for a free slot to `dest` (a cluster node), or of the target's endpoint: an
+    /// idle one with a connection if there is one, else one to connect unless another
+    /// borrower is connecting to `dest` (then it waits for a slot to come back, which that
+    /// borrower's does within its connect and one command).
     pub async fn take_for(&self, dest: Option<&Addr>) -> SlotGuard<'_> {
         let permit = self
             .permits
             .acquire()
             .await
             .expect("the pool semaphore is never closed");
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before the look, so that a slot coming back in between still wakes.
+            returned.as_mut().enable();
+            if let Some((slot, opening)) = self.pick(dest) {
+                return SlotGuard {
+                    pool: self,
+                    slot: Some(slot),
+                    opening,
+                    _permit: permit,
+                };
+            }
+            returned.await;
+        }
+    }
+
+    /// The slot to lend for `dest` now, and whether its borrower opens the connection; `None`
+    /// while another borrower is opening one to `dest` and no idle slot has one.
+    fn pick(&self, dest: Option<&Addr>) -> Option<(Slot, bool)> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let to_dest = |s: &Slot| s.dest.as_ref() == dest;
+        if let Some(i) = slots
+            .idle
+            .iter()
+            .rposition(|s| to_dest(s) && s.conn.is_some())
+        {
+            return Some((slots.idle.swap_remove(i), false));
+        }
+        if slots.opening.iter().any(|d| d.as_ref() == dest) {
+            return None;
+        }
         // A permit means a slot is free; should that ever not hold, a fresh slot costs one
         // connect, never a panic.
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match slots.iter().rposition(|s| s.dest.as_ref() == dest) {
-            Some(i) => slots.swap_remove(i),
+        let slot = match slots.idle.iter().rposition(to_dest) {
+            Some(i) => slots.idle.swap_remove(i),
             None => {
                 // A node this loop has not used yet: a fresh slot. Past the bound, an idle
                 // slot of another node gives up its connection (closed when dropped).
-                if slots.len() >= MAX_SLOTS {
-                    slots.swap_remove(0);
+                if slots.idle.len() >= MAX_SLOTS {
+                    slots.idle.swap_remove(0);
                 }
                 Slot {
                     dest: dest.cloned(),
@@ -123,12 +184,8 @@ impl Pool {
                 }
             }
         };
-        drop(slots);
-        SlotGuard {
-            pool: self,
-            slot: Some(slot),
-            _permit: permit,
-        }
+        slots.opening.push(dest.cloned());
+        Some((slot, true))
     }
 
     /// Waits until the pool may connect again; false if shutdown came first.
@@ -160,6 +217,7 @@ impl Pool {
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .idle
             .iter_mut()
             .filter_map(|s| s.conn.take())
             .collect();
@@ -186,22 +244,60 @@ mod tests {
         assert_eq!(again.last_run_id.as_deref(), Some("a".repeat(40).as_str()));
     }
 
+    fn node(port: u16) -> Addr {
+        Addr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
     #[tokio::test]
     async fn no_more_slots_are_lent_than_the_pool_has() {
         let pool = Pool::new(2);
-        let a = pool.take().await;
-        let _b = pool.take().await;
+        let (x, y, z) = (node(1), node(2), node(3));
+        let a = pool.take_for(Some(&x)).await;
+        let _b = pool.take_for(Some(&y)).await;
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), pool.take())
+            tokio::time::timeout(Duration::from_millis(50), pool.take_for(Some(&z)))
                 .await
                 .is_err()
         );
         drop(a);
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), pool.take())
+            tokio::time::timeout(Duration::from_secs(1), pool.take_for(Some(&z)))
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn one_connection_is_opened_to_a_destination_at_a_time() {
+        let pool = Pool::new(3);
+        let opener = pool.take().await;
+        assert!(opener.opening && opener.conn.is_none());
+        // A second borrower of the same endpoint waits for the opener's slot (keeping its
+        // place among the attempts in flight), although a slot is free...
+        let second = pool.take();
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), second.as_mut())
+                .await
+                .is_err()
+        );
+        // ...while one to another node does not.
+        let other = tokio::time::timeout(Duration::from_secs(1), pool.take_for(Some(&node(7))))
+            .await
+            .expect("another destination is not held up");
+        assert!(other.opening);
+        drop(other);
+        // The opener gave up (its connect failed): the waiter opens the next one.
+        drop(opener);
+        let next = tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("the waiter woke when the slot came back");
+        assert!(next.opening);
+        drop(next);
+        assert!(pool.slots.lock().unwrap().opening.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,11 +2,13 @@
 //! replicas (the shared password) watched by three real `redis-sentinel` processes, each
 //! with a writable config file of its own (Sentinel rewrites it), a port from
 //! [`reserve_port`], `announce-ip 127.0.0.1`, quorum 2, `down-after-milliseconds 1000` and
-//! `failover-timeout 10000`, so that a master kill fails over in about 2-3 s. The failover
-//! timeout is not on that path; it bounds how long the leader waits to see its promotion and
-//! gates the next failover (twice the timeout). At 3000 a loaded machine once saw a leader
-//! give up on a promotion it had made while another sentinel promoted a second replica: two
-//! switches and a write lost, real but not the scenario a test asks for.
+//! `failover-timeout 3000`, so that a master kill fails over in about 2-3 s.
+//!
+//! With `down-after-milliseconds 1000` on a loaded machine the sentinels sometimes fail
+//! over twice after one kill: right after the switch they judge the master they just
+//! promoted down too (its links are new) and promote the other replica (seen twice in CI, the
+//! second `+switch-master` 1-2 s after the first). [`SentinelSet::settled`] waits until
+//! they have stopped and says how many failovers they made.
 //!
 //! Faults: SIGKILL of a sentinel, `SENTINEL FAILOVER`, one sentinel told to monitor another
 //! node under the same name (a split view). Every wait polls with a deadline; every process
@@ -51,7 +53,7 @@ impl SentinelProcess {
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel auth-pass {MASTER_NAME} {PASSWORD}\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-             sentinel failover-timeout {MASTER_NAME} 10000\n\
+             sentinel failover-timeout {MASTER_NAME} 3000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             dir = dir.display()
         );
@@ -119,15 +121,36 @@ impl SentinelProcess {
         std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
     }
 
-    /// A field of `SENTINEL master <name>` (field and value on alternate lines).
+    /// This sentinel's settled view: the master's port and the config epoch, if it names a
+    /// master that it sees up with no failover in progress.
+    fn view(&self) -> Option<Settled> {
+        let fields = self.master_fields()?;
+        let field = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
+        (field("flags")? == "master").then_some(())?;
+        Some(Settled {
+            port: field("port")?.parse().ok()?,
+            failovers: field("config-epoch")?.parse().ok()?,
+        })
+    }
+
+    /// A field of `SENTINEL master <name>`.
     fn master_field(&self, field: &str) -> Option<String> {
+        self.master_fields()?
+            .into_iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v)
+    }
+
+    /// The fields of `SENTINEL master <name>` (field and value on alternate lines).
+    fn master_fields(&self) -> Option<Vec<(String, String)>> {
         let reply = self.try_call(&["SENTINEL", "master", MASTER_NAME]).ok()?;
         let lines: Vec<&str> = reply.lines().collect();
-        lines
-            .chunks(2)
-            .find(|kv| kv[0] == field)
-            .and_then(|kv| kv.get(1))
-            .map(|v| v.to_string())
+        Some(
+            lines
+                .chunks_exact(2)
+                .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+                .collect(),
+        )
     }
 }
 
@@ -142,6 +165,15 @@ impl Drop for SentinelProcess {
         }
         self.kill();
     }
+}
+
+/// What the sentinels agree on once they have settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// The master's port.
+    pub port: u16,
+    /// The config epoch: how many failovers the sentinels have made since the start.
+    pub failovers: u64,
 }
 
 /// A master, two replicas and three sentinels that agree on them.
@@ -221,37 +253,43 @@ impl SentinelSet {
             .unwrap_or_else(|| panic!("no master address in {reply:?}"))
     }
 
-    /// The master every running sentinel names, once they have all agreed on it for 2 s (a
-    /// failover can take more than one election under load: a promotion that times out is
-    /// followed by another, so the first `+switch-master` is not always the last).
+    /// The master every running sentinel names, once they have all agreed on it (see
+    /// [`SentinelSet::settled`]).
     pub fn settled_master_port(&self, within: Duration) -> u16 {
+        self.settled(within).port
+    }
+
+    /// Waits until every running sentinel names the same master with the same config epoch
+    /// and flags `master` (not down, no failover in progress), without a change for 3 s:
+    /// longer than `down-after-milliseconds` plus an election, so that a second failover
+    /// would have shown. The config epoch is how many failovers the sentinels have made.
+    pub fn settled(&self, within: Duration) -> Settled {
+        const QUIET: Duration = Duration::from_secs(3);
         let deadline = Instant::now() + within;
-        let mut agreed: Option<(u16, Instant)> = None;
+        let mut agreed: Option<(Settled, Instant)> = None;
         loop {
-            let named: Vec<Option<u16>> = self
+            let views: Vec<Option<Settled>> = self
                 .sentinels
                 .iter()
                 .filter(|s| s.is_running())
-                .map(|s| {
-                    s.try_call(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
-                        .ok()
-                        .and_then(|r| r.lines().nth(1).and_then(|p| p.parse().ok()))
-                })
+                .map(SentinelProcess::view)
                 .collect();
-            match named.first() {
-                Some(Some(first)) if named.iter().all(|n| *n == Some(*first)) => match agreed {
-                    Some((port, since)) if port == *first => {
-                        if since.elapsed() >= Duration::from_secs(2) {
-                            return port;
+            match views.first() {
+                Some(Some(first)) if views.iter().all(|v| v.as_ref() == Some(first)) => {
+                    match &agreed {
+                        Some((view, since)) if view == first => {
+                            if since.elapsed() >= QUIET {
+                                return first.clone();
+                            }
                         }
+                        _ => agreed = Some((first.clone(), Instant::now())),
                     }
-                    _ => agreed = Some((*first, Instant::now())),
-                },
+                }
                 _ => agreed = None,
             }
             assert!(
                 Instant::now() < deadline,
-                "the sentinels did not agree on a master within {within:?}: {named:?}"
+                "the sentinels did not settle on a master within {within:?}: {views:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
