@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
+    raise_open_files_limit();
     if !config.ignored_env.is_empty() {
         tracing::warn!(
             variables = %config.ignored_env.join(","),
@@ -48,6 +49,23 @@ fn main() -> ExitCode {
     // past the 5 s exit budget of DESIGN §3.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_BUDGET);
     code
+}
+
+/// Raises the soft limit on open files to the hard one. Each target holds a few descriptors
+/// (a connection per loop, the probe's while it connects), and a soft limit of 1,024
+/// (systemd's default, whatever the hard limit) would stop a canary at a few hundred targets
+/// with `EMFILE`. A failure leaves the limit as it was and is logged; it is never fatal.
+fn raise_open_files_limit() {
+    let before = rlimit::Resource::NOFILE.get();
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok((soft, hard)), Ok(now)) if now > soft => {
+            tracing::info!(from = soft, to = now, hard, "raised the open files limit");
+        }
+        (Ok((soft, hard)), Ok(_)) => tracing::debug!(soft, hard, "open files limit"),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot read or raise the open files limit");
+        }
+    }
 }
 
 /// How long the runtime waits for blocking threads after the mode returned. The drain,

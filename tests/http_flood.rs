@@ -48,17 +48,17 @@ struct Canary {
 }
 
 impl Canary {
-    /// Starts `redis-canary run` with `toml`, under a descriptor limit of `open_files` when
-    /// given (set by `prlimit`, which then execs the canary: same pid).
-    fn start(toml: &str, open_files: Option<u64>) -> Canary {
+    /// Starts `redis-canary run` with `toml`, under the descriptor limits `open_files` (soft,
+    /// hard) when given (set by `prlimit`, which then execs the canary: same pid).
+    fn start(toml: &str, open_files: Option<(u64, u64)>) -> Canary {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("canary.toml");
         std::fs::write(&config, toml).expect("writing config");
         let log = std::fs::File::create(dir.path().join("canary.log")).expect("log file");
         let mut cmd = match open_files {
-            Some(n) => {
+            Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}"))
+                c.arg(format!("--nofile={soft}:{hard}"))
                     .arg("--")
                     .arg(canary_bin());
                 c
@@ -478,7 +478,7 @@ fn a_flood_under_a_low_descriptor_limit_causes_no_disruption_of_a_healthy_target
     let redis = RedisServer::start(&[]);
     // The probe opens a fresh connection every 100 ms: descriptors the flood must not take.
     let config = one_target_config("a", &redis.url(), r#"connect_probe_interval = "100ms""#);
-    let canary = Canary::start(&config, Some(LOW_FD_LIMIT));
+    let canary = Canary::start(&config, Some((LOW_FD_LIMIT, LOW_FD_LIMIT)));
     let limits = read(std::path::Path::new(&format!(
         "/proc/{}/limits",
         canary.pid()
@@ -587,5 +587,27 @@ fn idle_and_half_sent_connections_are_closed_after_the_header_timeout() {
             "canary-side errors (this process, not the targets): <span class=\"ok\">0</span>"
         ),
         "{page}"
+    );
+}
+
+#[test]
+#[cfg_attr(not(have_redis_server), ignore = "redis-server not installed")]
+fn a_soft_descriptor_limit_below_the_hard_one_is_raised_at_start() {
+    let redis = RedisServer::start(&[]);
+    let canary = Canary::start(&one_target_config("a", &redis.url(), ""), Some((256, 4096)));
+    let limits = read(std::path::Path::new(&format!(
+        "/proc/{}/limits",
+        canary.pid()
+    )));
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    assert_eq!(fields[..2], ["4096", "4096"], "{line}");
+    let log = canary.log();
+    assert!(
+        log.contains("raised the open files limit") && log.contains("256"),
+        "{log}"
     );
 }
