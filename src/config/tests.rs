@@ -41,6 +41,18 @@ fn problems(toml: &str) -> Vec<ConfigProblem> {
     }
 }
 
+/// Asserts that `problems` name every key of `keys`, never show `password` and that one
+/// of them says `says`.
+fn assert_reported(problems: &[ConfigProblem], keys: &[&str], password: &str, says: &str) {
+    let reported: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in keys {
+        assert!(reported.contains(key), "{key} missing from {problems:#?}");
+    }
+    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
+    assert!(!text.contains(password), "a password leaked: {text}");
+    assert!(text.contains(says), "{text}");
+}
+
 const ONE_TARGET: &str = "[[targets]]\nname = \"a\"\nurl = \"redis://h:6379\"\n";
 
 #[test]
@@ -597,22 +609,21 @@ url = "redis://h:6379/3"
 master_name = "m"
 "#,
     );
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "targets[0].url",
-        "targets[0].master_name",
-        "targets[0].sentinel_password",
-        "targets[1].sentinel_username",
-        "targets[2].master_name",
-        "targets[2].nodes",
-        "targets[3].url",
-        "targets[3].master_name",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
-    }
-    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
-    assert!(!text.contains("other"), "a password leaked: {text}");
-    assert!(text.contains("only database 0"), "{text}");
+    assert_reported(
+        &problems,
+        &[
+            "targets[0].url",
+            "targets[0].master_name",
+            "targets[0].sentinel_password",
+            "targets[1].sentinel_username",
+            "targets[2].master_name",
+            "targets[2].nodes",
+            "targets[3].url",
+            "targets[3].master_name",
+        ],
+        "other",
+        "only database 0",
+    );
 }
 
 #[test]
@@ -846,21 +857,20 @@ url = "redis://h:7000"
 seeds = ["redis://h:7001"]
 "#,
     );
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "targets[0].url",
-        "targets[1].url",
-        "targets[1].cluster_refresh",
-        "targets[2].seeds[1]",
-        "targets[2].seeds[2]",
-        "targets[2].key_prefix",
-        "targets[3].seeds",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
-    }
-    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
-    assert!(!text.contains("other"), "a password leaked: {text}");
-    assert!(text.contains("only for mode = \"cluster\""), "{text}");
+    assert_reported(
+        &problems,
+        &[
+            "targets[0].url",
+            "targets[1].url",
+            "targets[1].cluster_refresh",
+            "targets[2].seeds[1]",
+            "targets[2].seeds[2]",
+            "targets[2].key_prefix",
+            "targets[3].seeds",
+        ],
+        "other",
+        "only for mode = \"cluster\"",
+    );
 }
 
 #[test]
