@@ -649,6 +649,30 @@ impl Canvas {
         }
     }
 
+    /// What lies behind the data of a chart with a value axis (from `lo` to `hi`, log or
+    /// linear): the episodes shaded, the grid and its labels, the time axis. Returns the
+    /// value axis.
+    fn value_plot(
+        &mut self,
+        frame: &Frame,
+        spans: &[Span],
+        unit: Unit,
+        (lo, hi): (f64, f64),
+        log: bool,
+    ) -> Axis {
+        let bottom = self.plot_bottom();
+        let y = Axis::new(lo, hi, bottom, TOP, log);
+        let ticks = if log {
+            log_ticks(lo, hi)
+        } else {
+            linear_ticks(lo, hi, unit, ((bottom - TOP) / 30.0).max(2.0) as usize)
+        };
+        self.spans(spans, TOP, bottom, "episode-shade", EPISODE_COLOR, 0.18);
+        self.value_axis(&y, unit, &ticks);
+        self.time_axis(frame.time_labels, bottom);
+        y
+    }
+
     fn close(mut self) -> String {
         self.out.push_str("</svg>");
         self.out
@@ -692,23 +716,7 @@ impl LineChart {
         } else {
             linear_y_range(values)
         };
-        let bottom = c.plot_bottom();
-        let y = Axis::new(lo, hi, bottom, TOP, log);
-        let ticks = if log {
-            log_ticks(lo, hi)
-        } else {
-            linear_ticks(lo, hi, self.unit, ((bottom - TOP) / 30.0).max(2.0) as usize)
-        };
-        c.spans(
-            &self.spans,
-            TOP,
-            bottom,
-            "episode-shade",
-            EPISODE_COLOR,
-            0.18,
-        );
-        c.value_axis(&y, self.unit, &ticks);
-        c.time_axis(self.frame.time_labels, bottom);
+        let y = c.value_plot(&self.frame, &self.spans, self.unit, (lo, hi), log);
         for s in &self.series {
             let drawable = |v: f64| v.is_finite() && (!log || v > 0.0);
             let mut segment: Vec<(f64, f64)> = Vec::new();
@@ -793,19 +801,7 @@ impl StackedBars {
             .collect();
         c.legend(&self.frame.title, &entries);
         let (lo, hi) = linear_y_range(self.bars.iter().map(total));
-        let bottom = c.plot_bottom();
-        let y = Axis::new(lo, hi, bottom, TOP, false);
-        let ticks = linear_ticks(lo, hi, self.unit, ((bottom - TOP) / 30.0).max(2.0) as usize);
-        c.spans(
-            &self.spans,
-            TOP,
-            bottom,
-            "episode-shade",
-            EPISODE_COLOR,
-            0.18,
-        );
-        c.value_axis(&y, self.unit, &ticks);
-        c.time_axis(self.frame.time_labels, bottom);
+        let y = c.value_plot(&self.frame, &self.spans, self.unit, (lo, hi), false);
         let mut paths: Vec<String> = vec![String::new(); self.layers.len()];
         for b in &self.bars {
             if !(b.start.is_finite() && b.end.is_finite()) {
