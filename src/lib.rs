@@ -6,9 +6,10 @@
 //!
 //! - entry: [`cli`] (command line: `run`, `soak`, `check-config`).
 //! - modes: [`daemon`] (wiring: builds targets, serves HTTP, runs and drains the loops,
-//!   applies reloads),
+//!   applies reloads; `prepare` builds a target, `running` holds the running ones),
 //!   [`soak`] (judges a fixed-length run and writes its report), [`http`] (`/metrics`,
-//!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own).
+//!   `/healthz`, `/readyz` and the status page, on a thread and runtime of their own;
+//!   `connections` caps and evicts connections).
 //! - topology: [`topology`] (where a connect goes when the endpoint is not one address:
 //!   Sentinel discovery, `+switch-master` following; direct nodes listed by DNS).
 //! - per target: [`target`] (its state, as data), [`schedule`] (timetables, the pending
@@ -23,12 +24,13 @@
 //!   error → result, canary-side causes), [`payload`] (the checksummed value), [`ledger`]
 //!   (writes remembered, read verdicts), [`episode`] (disruptions from attempt times),
 //!   [`history`] (bounded rings of per-interval aggregates and the last day's episodes, for
-//!   the status page and API), [`backend`] (who answered), [`stats`] (soak counts and
-//!   HdrHistograms), [`svg`] (charts for the status page and the HTML report), [`fleet`]
-//!   (which replica owns a target, what a reload changes).
+//!   the status page and API; `sketch` is their latency histogram), [`backend`] (who
+//!   answered), [`stats`] (soak counts and HdrHistograms), [`svg`] (charts for the status
+//!   page and the HTML report; `canvas`, `axis` and `labels` beside the chart types),
+//!   [`fleet`] (which replica owns a target, what a reload changes).
 //! - plumbing: [`config`] and [`secret`] (layered settings, every problem at once, masked
-//!   secrets), [`metrics`] (families and per-target handles), [`telemetry`] (logs, OTLP),
-//!   [`shutdown`], [`clock`].
+//!   secrets), [`metrics`] (families and per-target handles; `labels`, `handles`,
+//!   `prometheus_text` beside them), [`telemetry`] (logs, OTLP), [`shutdown`], [`clock`].
 
 pub mod attempt;
 pub mod backend;

@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 use support::names::*;
 use support::*;
 
+/// Asserts that target `name` has no read with any of `verdicts`.
+fn assert_no_reads(m: &Scrape, name: &str, verdicts: &[&str]) {
+    for verdict in verdicts {
+        assert_eq!(
+            m.sum(READS, &[t(name), ("verdict", verdict)]),
+            0.0,
+            "{verdict} reads of {name}"
+        );
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(have_redis_server),
@@ -25,13 +36,7 @@ fn a_healthy_target_reads_all_fresh_and_retries_nothing() {
     assert_eq!(m.sum(OPS, &[t("a"), ("outcome", "recovered")]), 0.0);
     assert_eq!(m.sum(OPS, &[t("a"), ("outcome", "failed")]), 0.0);
     assert_eq!(m.sum("redis_canary_retries_total", &[t("a")]), 0.0);
-    for verdict in ["lagging", "stale", "missing", "corrupt"] {
-        assert_eq!(
-            m.sum(READS, &[t("a"), ("verdict", verdict)]),
-            0.0,
-            "{verdict}"
-        );
-    }
+    assert_no_reads(&m, "a", &["lagging", "stale", "missing", "corrupt"]);
     assert_eq!(
         m.sum(ATTEMPTS, &[t("a")]),
         m.sum(ATTEMPTS, &[t("a"), ("result", "ok")])
@@ -316,13 +321,7 @@ fn protocol_3_authenticates_with_hello_identifies_the_backend_and_reads_fresh() 
     canary.wait_ok("r3", "read", 20.0);
     let m = canary.metrics();
     assert!(m.sum(READS, &[t("r3"), ("verdict", "fresh")]) >= 20.0);
-    for verdict in ["stale", "missing", "corrupt"] {
-        assert_eq!(
-            m.sum(READS, &[t("r3"), ("verdict", verdict)]),
-            0.0,
-            "{verdict}"
-        );
-    }
+    assert_no_reads(&m, "r3", &["stale", "missing", "corrupt"]);
     assert_eq!(m.sum(ATTEMPTS, &[t("r3"), ("result", "error")]), 0.0);
     // INFO and CLIENT INFO arrive as RESP3 verbatim strings: the backend is still known.
     assert_eq!(m.sum(BACKEND_INFO, &[t("r3"), ("role", "master")]), 1.0);
@@ -496,13 +495,7 @@ fn a_server_loading_its_dataset_answers_loading_and_the_canary_retries_through_i
     assert!(affected > 0.0);
     assert!(m.sum("redis_canary_retries_total", &[t("a")]) > 0.0);
     // The snapshot held every acknowledged write: nothing lost, nothing stale.
-    for verdict in ["stale", "missing", "corrupt"] {
-        assert_eq!(
-            m.sum(READS, &[t("a"), ("verdict", verdict)]),
-            0.0,
-            "{verdict}"
-        );
-    }
+    assert_no_reads(&m, "a", &["stale", "missing", "corrupt"]);
 }
 
 #[test]

@@ -73,6 +73,27 @@ password_file = {:?}
     )
 }
 
+/// The topology's node URLs as a TOML array, for a target's `nodes` key.
+fn nodes_list(topo: &Topology) -> String {
+    let nodes: Vec<String> = topo
+        .nodes
+        .iter()
+        .map(|n| format!("{:?}", n.url()))
+        .collect();
+    format!("[{}]", nodes.join(", "))
+}
+
+/// A canary with one target, `direct`, on node 0 (`extra` appended to its table), once it
+/// has read 20 values fresh.
+fn direct_to_node_0(topo: &Topology, extra: &str) -> Canary {
+    let canary = Canary::start(&config(
+        "",
+        &[target("direct", &topo.nodes[0].url(), topo, extra)],
+    ));
+    wait_fresh(&canary, "direct", 20.0);
+    canary
+}
+
 /// Anything whose `/metrics` can be scraped: the daemon or a running soak.
 trait Scraper {
     fn scrape(&self) -> Scrape;
@@ -343,11 +364,6 @@ fn a_master_stalled_for_3_s_is_one_episode_of_3_s_directly_and_a_little_more_thr
 fn a_replica_killed_behind_a_master_only_haproxy_is_a_node_down_and_nothing_for_clients() {
     let mut topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
-    let nodes: Vec<String> = topo
-        .nodes
-        .iter()
-        .map(|n| format!("{:?}", n.url()))
-        .collect();
     let canary = Canary::start(&config(
         "",
         &[target(
@@ -355,8 +371,8 @@ fn a_replica_killed_behind_a_master_only_haproxy_is_a_node_down_and_nothing_for_
             &proxy.url(),
             &topo,
             &format!(
-                "connect_probe_interval = \"250ms\"\nnodes = [{}]",
-                nodes.join(", ")
+                "connect_probe_interval = \"250ms\"\nnodes = {}",
+                nodes_list(&topo)
             ),
         )],
     ));
@@ -592,16 +608,7 @@ fn writes_to_a_demoted_master_are_readonly_while_its_reads_keep_working() {
     let mut topo = Topology::replicated(3, &[]);
     // The fresh-connection probe, every 500 ms, is what sees node 0 a master again: a pooled
     // connection opened while it was a replica keeps the identity it had then.
-    let canary = Canary::start(&config(
-        "",
-        &[target(
-            "direct",
-            &topo.nodes[0].url(),
-            &topo,
-            "connect_probe_interval = \"500ms\"",
-        )],
-    ));
-    wait_fresh(&canary, "direct", 20.0);
+    let canary = direct_to_node_0(&topo, "connect_probe_interval = \"500ms\"");
     let run_id = topo.nodes[0].run_id();
 
     // The fault: node 0 follows node 1 for four seconds (longer than the 3.1 s retry budget)
@@ -762,18 +769,12 @@ fn a_failover_behind_haproxy_switches_backend_counts_the_cost_and_reads_fresh_af
 )]
 fn a_rotated_password_is_auth_failures_until_the_file_follows_and_recovers_without_a_restart() {
     let mut topo = Topology::independent(1, &[]);
-    let canary = Canary::start(&config(
-        "",
-        &[target(
-            "direct",
-            &topo.nodes[0].url(),
-            &topo,
-            // A retry budget (~25 s) far beyond the rotation window even on a loaded CI
-            // machine, where the window can stretch past the default ~3 s budget.
-            "connect_probe_interval = \"200ms\"\nretry = { max_retries = 8 }",
-        )],
-    ));
-    wait_fresh(&canary, "direct", 20.0);
+    let canary = direct_to_node_0(
+        &topo,
+        // A retry budget (~25 s) far beyond the rotation window even on a loaded CI
+        // machine, where the window can stretch past the default ~3 s budget.
+        "connect_probe_interval = \"200ms\"\nretry = { max_retries = 8 }",
+    );
     let auth =
         |m: &Scrape, kind| m.sum(CONNECTS, &[t("direct"), ("kind", kind), ("result", "auth")]);
     let mut lengths = Vec::new();
@@ -1005,11 +1006,6 @@ fn a_partition_is_timeouts_in_one_episode_as_long_as_the_cut_then_a_clean_recove
 fn a_healthy_soak_through_haproxy_passes_with_a_valid_report() {
     let topo = Topology::replicated(3, &[]);
     let proxy = topo.haproxy("master");
-    let nodes: Vec<String> = topo
-        .nodes
-        .iter()
-        .map(|n| format!("{:?}", n.url()))
-        .collect();
     let soak = SoakRun::start(
         &config(
             "",
@@ -1018,8 +1014,8 @@ fn a_healthy_soak_through_haproxy_passes_with_a_valid_report() {
                 &proxy.url(),
                 &topo,
                 &format!(
-                    "connect_probe_interval = \"500ms\"\nnodes = [{}]\nslo = {{ p99_operation = \"1s\" }}",
-                    nodes.join(", ")
+                    "connect_probe_interval = \"500ms\"\nnodes = {}\nslo = {{ p99_operation = \"1s\" }}",
+                    nodes_list(&topo)
                 ),
             )],
         ),

@@ -1020,18 +1020,56 @@ fn selects(selector: &Value, labels: &Value) -> bool {
     !sel.is_empty() && sel.iter().all(|(k, v)| labels[k] == *v)
 }
 
-/// Runs `redis-canary check-config` on a configuration; returns its targets.
-fn check_canary_config(toml_text: &str) -> Vec<toml::Table> {
+/// `kubectl kustomize dir`, validated against the Kubernetes schemas, as JSON objects.
+fn build_overlay(kubectl: &Path, validator: &Path, dir: &str) -> Vec<Value> {
+    let yaml = kustomize(kubectl, dir);
+    validate(validator, &yaml);
+    yaml_to_json(validator, &yaml)
+}
+
+/// An overlay of the base: every object in `namespace`, the canary Deployment and the
+/// base's objects as [`check_canary_deployment`] and [`check_base_objects`] want them.
+fn check_base_in_namespace(overlay: &[Value], namespace: &str) {
+    for o in overlay {
+        assert_eq!(
+            o["metadata"]["namespace"], namespace,
+            "{} not in {namespace}",
+            o["metadata"]["name"]
+        );
+    }
+    let pod_labels = check_canary_deployment(overlay);
+    check_base_objects(overlay, &pod_labels);
+}
+
+/// The `canary.toml` of the canary's ConfigMap in `objects`.
+fn canary_toml(objects: &[Value]) -> &str {
+    find(objects, "ConfigMap", "redis-canary-config")["data"]["canary.toml"]
+        .as_str()
+        .expect("canary.toml")
+}
+
+/// Runs `redis-canary check-config` on a configuration (with `REDIS_CANARY_SHARD` set to
+/// `shard` if given); asserts it is accepted and returns what it printed.
+fn run_check_config(toml_text: &str, shard: Option<&str>) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("canary.toml");
     std::fs::write(&file, toml_text).expect("writing config");
-    let (ok, out, err) = run(Command::new(canary_bin())
-        .args(["check-config", "--config"])
-        .arg(&file));
+    let mut cmd = Command::new(canary_bin());
+    cmd.args(["check-config", "--config"]).arg(&file);
+    if let Some(shard) = shard {
+        cmd.env("REDIS_CANARY_SHARD", shard);
+    }
+    let (ok, out, err) = run(&mut cmd);
     assert!(
         ok,
-        "check-config rejected the ConfigMap's canary.toml:\n{out}{err}"
+        "check-config (shard {shard:?}) rejected the ConfigMap's canary.toml:\n{out}{err}"
     );
+    out
+}
+
+/// Runs `redis-canary check-config` on a configuration; returns its targets.
+fn check_canary_config(toml_text: &str) -> Vec<toml::Table> {
+    run_check_config(toml_text, None);
     let table: toml::Table = toml_text.parse().expect("canary.toml parses");
     table["targets"]
         .as_array()
@@ -1150,9 +1188,7 @@ fn kustomize_base_and_keydb_haproxy_overlay_build_and_validate_against_kubernete
     let validator = kubernetes_validate();
 
     // Base.
-    let yaml = kustomize(&kubectl, "deploy/kubernetes/base");
-    validate(&validator, &yaml);
-    let base = yaml_to_json(&validator, &yaml);
+    let base = build_overlay(&kubectl, &validator, "deploy/kubernetes/base");
     let mut kinds: Vec<&str> = base
         .iter()
         .map(|o| o["kind"].as_str().unwrap_or_default())
@@ -1173,26 +1209,18 @@ fn kustomize_base_and_keydb_haproxy_overlay_build_and_validate_against_kubernete
     );
     let pod_labels = check_canary_deployment(&base);
     check_base_objects(&base, &pod_labels);
-    let config = find(&base, "ConfigMap", "redis-canary-config");
-    let targets = check_canary_config(config["data"]["canary.toml"].as_str().expect("canary.toml"));
+    let targets = check_canary_config(canary_toml(&base));
     assert_eq!(targets.len(), 1);
 
     // Overlay: the base in namespace keydb, HAProxy, and the canary watching every path.
-    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/keydb-haproxy");
-    validate(&validator, &yaml);
-    let overlay = yaml_to_json(&validator, &yaml);
-    for o in &overlay {
-        assert_eq!(
-            o["metadata"]["namespace"], "keydb",
-            "{} not in keydb",
-            o["metadata"]["name"]
-        );
-    }
-    let pod_labels = check_canary_deployment(&overlay);
-    check_base_objects(&overlay, &pod_labels);
+    let overlay = build_overlay(
+        &kubectl,
+        &validator,
+        "deploy/kubernetes/overlays/keydb-haproxy",
+    );
+    check_base_in_namespace(&overlay, "keydb");
 
-    let config = find(&overlay, "ConfigMap", "redis-canary-config");
-    let targets = check_canary_config(config["data"]["canary.toml"].as_str().expect("canary.toml"));
+    let targets = check_canary_config(canary_toml(&overlay));
     let urls: Vec<&str> = targets
         .iter()
         .map(|t| t["url"].as_str().expect("url"))
@@ -1290,26 +1318,18 @@ fn kustomize_base_and_keydb_haproxy_overlay_build_and_validate_against_kubernete
 fn kustomize_redis_sentinel_overlay_builds_validates_and_watches_three_sentinels() {
     let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
     let validator = kubernetes_validate();
-    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/redis-sentinel");
-    validate(&validator, &yaml);
-    let overlay = yaml_to_json(&validator, &yaml);
-    for o in &overlay {
-        assert_eq!(
-            o["metadata"]["namespace"], "redis",
-            "{} not in redis",
-            o["metadata"]["name"]
-        );
-    }
-    let pod_labels = check_canary_deployment(&overlay);
-    check_base_objects(&overlay, &pod_labels);
+    let overlay = build_overlay(
+        &kubectl,
+        &validator,
+        "deploy/kubernetes/overlays/redis-sentinel",
+    );
+    check_base_in_namespace(&overlay, "redis");
 
-    // One Sentinel target: the three sentinels, the master set, both passwords as files.
-    let config = find(&overlay, "ConfigMap", "redis-canary-config");
-    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
-    let table: toml::Table = toml_text.parse().expect("canary.toml parses");
-    let targets = table["targets"].as_array().expect("targets");
+    // One Sentinel target: the three sentinels, the master set, both passwords as files;
+    // the canary accepts the configuration.
+    let targets = check_canary_config(canary_toml(&overlay));
     assert_eq!(targets.len(), 1);
-    let t = targets[0].as_table().expect("target table");
+    let t = &targets[0];
     assert_eq!(t["mode"].as_str(), Some("sentinel"));
     assert!(!t.contains_key("url"), "a Sentinel target has no url");
     assert_eq!(t["master_name"].as_str(), Some("mymaster"));
@@ -1371,18 +1391,6 @@ fn kustomize_redis_sentinel_overlay_builds_validates_and_watches_three_sentinels
             "no egress to {port}: {egress_ports:?}"
         );
     }
-
-    // The canary accepts the configuration.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("canary.toml");
-    std::fs::write(&file, toml_text).expect("writing config");
-    let (ok, out, err) = run(Command::new(canary_bin())
-        .args(["check-config", "--config"])
-        .arg(&file));
-    assert!(
-        ok,
-        "check-config rejected the overlay's canary.toml:\n{out}{err}"
-    );
 }
 
 #[test]
@@ -1393,26 +1401,18 @@ fn kustomize_redis_sentinel_overlay_builds_validates_and_watches_three_sentinels
 fn kustomize_redis_cluster_overlay_builds_validates_and_watches_the_cluster_from_a_seed() {
     let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
     let validator = kubernetes_validate();
-    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/redis-cluster");
-    validate(&validator, &yaml);
-    let overlay = yaml_to_json(&validator, &yaml);
-    for o in &overlay {
-        assert_eq!(
-            o["metadata"]["namespace"], "redis",
-            "{} not in redis",
-            o["metadata"]["name"]
-        );
-    }
-    let pod_labels = check_canary_deployment(&overlay);
-    check_base_objects(&overlay, &pod_labels);
+    let overlay = build_overlay(
+        &kubectl,
+        &validator,
+        "deploy/kubernetes/overlays/redis-cluster",
+    );
+    check_base_in_namespace(&overlay, "redis");
 
-    // One Cluster target: a seed, every replica followed, the nodes' password as a file.
-    let config = find(&overlay, "ConfigMap", "redis-canary-config");
-    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
-    let table: toml::Table = toml_text.parse().expect("canary.toml parses");
-    let targets = table["targets"].as_array().expect("targets");
+    // One Cluster target: a seed, every replica followed, the nodes' password as a file;
+    // the canary accepts the configuration (mode = "cluster", DESIGN §12.2).
+    let targets = check_canary_config(canary_toml(&overlay));
     assert_eq!(targets.len(), 1);
-    let t = targets[0].as_table().expect("target table");
+    let t = &targets[0];
     assert_eq!(t["mode"].as_str(), Some("cluster"));
     assert_eq!(t["url"].as_str(), Some("redis://redis-cluster:6379"));
     assert_eq!(t["nodes"].as_str(), Some("auto"));
@@ -1437,18 +1437,6 @@ fn kustomize_redis_cluster_overlay_builds_validates_and_watches_the_cluster_from
         })
         .expect("an egress rule for 6379");
     assert!(data_rule["to"].is_null(), "6379 restricted: {data_rule}");
-
-    // The canary accepts the configuration (mode = "cluster", DESIGN §12.2).
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("canary.toml");
-    std::fs::write(&file, toml_text).expect("writing config");
-    let (ok, out, err) = run(Command::new(canary_bin())
-        .args(["check-config", "--config"])
-        .arg(&file));
-    assert!(
-        ok,
-        "check-config rejected the overlay's canary.toml:\n{out}{err}"
-    );
 }
 
 #[test]
@@ -1459,9 +1447,7 @@ fn kustomize_redis_cluster_overlay_builds_validates_and_watches_the_cluster_from
 fn kustomize_sharded_overlay_runs_a_statefulset_whose_pods_share_every_target_once() {
     let kubectl = which("kubectl").expect("kubectl on PATH (build.rs found it there)");
     let validator = kubernetes_validate();
-    let yaml = kustomize(&kubectl, "deploy/kubernetes/overlays/sharded");
-    validate(&validator, &yaml);
-    let overlay = yaml_to_json(&validator, &yaml);
+    let overlay = build_overlay(&kubectl, &validator, "deploy/kubernetes/overlays/sharded");
     assert!(!overlay.iter().any(|o| o["kind"] == "Deployment"));
     let sts = find(&overlay, "StatefulSet", "redis-canary");
     // The base's checks hold for the StatefulSet's pod template as for the Deployment's
@@ -1514,19 +1500,11 @@ fn kustomize_sharded_overlay_runs_a_statefulset_whose_pods_share_every_target_on
     assert!(selects(&selected[0]["spec"]["selector"], &pod_labels));
 
     // The pods' shares cover every target exactly once, none empty.
-    let config = find(&overlay, "ConfigMap", "redis-canary-config");
-    let toml_text = config["data"]["canary.toml"].as_str().expect("canary.toml");
+    let toml_text = canary_toml(&overlay);
     let targets = check_canary_config(toml_text);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("canary.toml");
-    std::fs::write(&file, toml_text).expect("writing config");
     let mut owned = Vec::new();
     for ordinal in 0..replicas {
-        let (ok, out, err) = run(Command::new(canary_bin())
-            .args(["check-config", "--config"])
-            .arg(&file)
-            .env("REDIS_CANARY_SHARD", format!("{ordinal}/{replicas}")));
-        assert!(ok, "{out}{err}");
+        let out = run_check_config(toml_text, Some(&format!("{ordinal}/{replicas}")));
         let share: Vec<String> = out
             .lines()
             .filter_map(|l| l.strip_prefix("#   "))

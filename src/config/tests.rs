@@ -41,6 +41,29 @@ fn problems(toml: &str) -> Vec<ConfigProblem> {
     }
 }
 
+/// Asserts that `problems` name every key of `keys`, never show `password` and that one
+/// of them says `says`.
+fn assert_reported(problems: &[ConfigProblem], keys: &[&str], password: &str, says: &str) {
+    let reported: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in keys {
+        assert!(reported.contains(key), "{key} missing from {problems:#?}");
+    }
+    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
+    assert!(!text.contains(password), "a password leaked: {text}");
+    assert!(text.contains(says), "{text}");
+}
+
+/// The configuration as `check-config` prints it, once every line of `lines` is found in
+/// it, and the configuration loaded back from that text.
+fn printed_and_loaded_back(config: &Config, lines: &[&str]) -> (String, Config) {
+    let printed = config.to_masked_toml();
+    for line in lines {
+        assert!(printed.contains(line), "{line} missing:\n{printed}");
+    }
+    let again = load_toml(&printed, &[]).expect("the printed configuration loads back");
+    (printed, again)
+}
+
 const ONE_TARGET: &str = "[[targets]]\nname = \"a\"\nurl = \"redis://h:6379\"\n";
 
 #[test]
@@ -553,9 +576,7 @@ fn nodes_auto_is_accepted_on_a_sentinel_target_and_printed() {
     };
     assert!(s.nodes_auto);
     assert!(t.nodes.is_empty());
-    let printed = config.to_masked_toml();
-    assert!(printed.contains("nodes = \"auto\""), "{printed}");
-    let again = load_toml(&printed, &[]).expect("the printed configuration loads back");
+    let (_, again) = printed_and_loaded_back(&config, &["nodes = \"auto\""]);
     assert_eq!(again.targets[0].mode, t.mode);
 }
 
@@ -597,22 +618,21 @@ url = "redis://h:6379/3"
 master_name = "m"
 "#,
     );
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "targets[0].url",
-        "targets[0].master_name",
-        "targets[0].sentinel_password",
-        "targets[1].sentinel_username",
-        "targets[2].master_name",
-        "targets[2].nodes",
-        "targets[3].url",
-        "targets[3].master_name",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
-    }
-    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
-    assert!(!text.contains("other"), "a password leaked: {text}");
-    assert!(text.contains("only database 0"), "{text}");
+    assert_reported(
+        &problems,
+        &[
+            "targets[0].url",
+            "targets[0].master_name",
+            "targets[0].sentinel_password",
+            "targets[1].sentinel_username",
+            "targets[2].master_name",
+            "targets[2].nodes",
+            "targets[3].url",
+            "targets[3].master_name",
+        ],
+        "other",
+        "only database 0",
+    );
 }
 
 #[test]
@@ -622,18 +642,17 @@ fn a_sentinel_target_prints_masked_and_loads_back() {
         "sentinel_password = \"s3cret\"",
     );
     let config = load_toml(&toml, &[]).expect("valid");
-    let printed = config.to_masked_toml();
+    let (printed, again) = printed_and_loaded_back(
+        &config,
+        &[
+            "mode = \"sentinel\"",
+            "master_name = \"mymaster\"",
+            "sentinel_password = \"****\"",
+            "sentinel_refresh = \"2s\"",
+        ],
+    );
     assert!(!printed.contains("s3cret"), "{printed}");
     assert!(!printed.contains("url ="), "{printed}");
-    for line in [
-        "mode = \"sentinel\"",
-        "master_name = \"mymaster\"",
-        "sentinel_password = \"****\"",
-        "sentinel_refresh = \"2s\"",
-    ] {
-        assert!(printed.contains(line), "{line} missing:\n{printed}");
-    }
-    let again = load_toml(&printed, &[]).expect("the printed config loads back");
     assert_eq!(again.targets[0].mode.clone(), {
         let mut mode = config.targets[0].mode.clone();
         if let Mode::Sentinel(s) = &mut mode {
@@ -686,16 +705,15 @@ discovery_interval = "30s"
     // "" sets the system resolver back.
     assert_eq!(b.settings.discovery_resolver, None);
     assert_eq!(b.settings.discovery_interval, Duration::from_secs(30));
-    let printed = config.to_masked_toml();
-    for line in [
-        "nodes = \"dns://nodes.test:7000\"",
-        "nodes = \"dns+srv://_redis._tcp.keydb-headless.ns.svc.cluster.local\"",
-        "discovery_resolver = \"127.0.0.1:5353\"",
-        "discovery_interval = \"500ms\"",
-    ] {
-        assert!(printed.contains(line), "{line} missing:\n{printed}");
-    }
-    let again = load_toml(&printed, &[]).expect("the printed configuration loads back");
+    let (_, again) = printed_and_loaded_back(
+        &config,
+        &[
+            "nodes = \"dns://nodes.test:7000\"",
+            "nodes = \"dns+srv://_redis._tcp.keydb-headless.ns.svc.cluster.local\"",
+            "discovery_resolver = \"127.0.0.1:5353\"",
+            "discovery_interval = \"500ms\"",
+        ],
+    );
     assert_eq!(again.targets, config.targets);
 }
 
@@ -805,17 +823,16 @@ seeds = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
     assert_eq!(c.seeds.len(), 2);
     assert_eq!(c.refresh, DEFAULT_CLUSTER_REFRESH);
     assert_eq!(config.targets[1].url.host, "10.0.0.1");
-    let printed = config.to_masked_toml();
+    let (printed, again) = printed_and_loaded_back(
+        &config,
+        &[
+            "mode = \"cluster\"",
+            "cluster_refresh = \"2s\"",
+            "seeds = [",
+            "nodes = \"auto\"",
+        ],
+    );
     assert!(!printed.contains(":pw@"), "{printed}");
-    for line in [
-        "mode = \"cluster\"",
-        "cluster_refresh = \"2s\"",
-        "seeds = [",
-        "nodes = \"auto\"",
-    ] {
-        assert!(printed.contains(line), "{line} missing:\n{printed}");
-    }
-    let again = load_toml(&printed, &[]).expect("the printed config loads back");
     assert_eq!(again.targets[1].mode, config.targets[1].mode);
 }
 
@@ -846,21 +863,20 @@ url = "redis://h:7000"
 seeds = ["redis://h:7001"]
 "#,
     );
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "targets[0].url",
-        "targets[1].url",
-        "targets[1].cluster_refresh",
-        "targets[2].seeds[1]",
-        "targets[2].seeds[2]",
-        "targets[2].key_prefix",
-        "targets[3].seeds",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:#?}");
-    }
-    let text: String = problems.iter().map(|p| format!("{p}\n")).collect();
-    assert!(!text.contains("other"), "a password leaked: {text}");
-    assert!(text.contains("only for mode = \"cluster\""), "{text}");
+    assert_reported(
+        &problems,
+        &[
+            "targets[0].url",
+            "targets[1].url",
+            "targets[1].cluster_refresh",
+            "targets[2].seeds[1]",
+            "targets[2].seeds[2]",
+            "targets[2].key_prefix",
+            "targets[3].seeds",
+        ],
+        "other",
+        "only for mode = \"cluster\"",
+    );
 }
 
 #[test]
