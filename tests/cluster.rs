@@ -796,6 +796,8 @@ fn slots_migrated_under_load_are_followed_through_ask_and_moved_with_nothing_fai
         0.0,
         "redirects are no episode"
     );
+    // Both shards keep their names (and their series) although their first ranges moved.
+    assert_eq!(shard_labels(&m), labels, "a migration renames no shard");
     assert_eq!(gauge(&m, cnames::SLOTS_COVERED, &[]), f64::from(SLOTS));
     // The keys live on the new owner now, and the canary goes on writing them there.
     for s in &slots {

@@ -72,6 +72,8 @@ pub struct ShardView {
     pub replicas: usize,
     /// Slots the shard serves in the map.
     pub slots: u32,
+    /// The slot ranges it serves now (its label is its first range when first seen).
+    pub ranges: Vec<(u16, u16)>,
     /// Whether the map still has this shard (a resharding may have renamed it).
     pub in_map: bool,
 }
@@ -248,6 +250,7 @@ impl TargetView {
                                     .map(|&(a, b)| u32::from(b) + 1 - u32::from(a))
                                     .sum()
                             }),
+                            ranges: shard.map_or_else(Vec::new, |s| s.ranges.clone()),
                             in_map: shard.is_some(),
                             summary,
                         }
@@ -439,6 +442,7 @@ fn target_json(v: &TargetView) -> Value {
             "master": s.master,
             "replicas": s.replicas,
             "slots": s.slots,
+            "ranges": s.ranges.iter().map(|&(a, b)| [a, b]).collect::<Vec<_>>(),
             "in_map": s.in_map,
             "operations": {
                 "ok": s.summary.ok,

@@ -340,7 +340,7 @@ fn shards_table(p: &mut String, v: &TargetView) {
             if sum.disrupted_now { "DISRUPTED" } else { "ok" },
             escape(s.master.as_deref().unwrap_or("none")),
             s.replicas,
-            s.slots,
+            slots_cell(s.slots, &s.ranges),
             sum.ok,
             sum.recovered,
             sum.failed,
@@ -353,6 +353,33 @@ fn shards_table(p: &mut String, v: &TargetView) {
         );
     }
     p.push_str("</table></div>");
+}
+
+/// How many of a shard's ranges its row lists (a shard left fragmented by resharding can
+/// have thousands).
+const RANGES_SHOWN: usize = 4;
+
+/// A shard's slot count and the ranges it serves now, the first [`RANGES_SHOWN`] of them.
+fn slots_cell(slots: u32, ranges: &[(u16, u16)]) -> String {
+    let mut shown: Vec<String> = ranges
+        .iter()
+        .take(RANGES_SHOWN)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if ranges.len() > RANGES_SHOWN {
+        shown.push(format!("… {} more", ranges.len() - RANGES_SHOWN));
+    }
+    if shown.is_empty() {
+        slots.to_string()
+    } else {
+        format!("{slots} <small>({})</small>", shown.join(", "))
+    }
 }
 
 fn backends_and_nodes(p: &mut String, v: &TargetView) {
@@ -424,5 +451,19 @@ mod tests {
             escape("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
+    }
+
+    #[test]
+    fn a_shard_row_lists_its_current_ranges_up_to_four() {
+        assert_eq!(
+            slots_cell(4000, &[(0, 3999)]),
+            "4000 <small>(0-3999)</small>"
+        );
+        let scattered: Vec<(u16, u16)> = (0..10).map(|i| (i * 2, i * 2)).collect();
+        assert_eq!(
+            slots_cell(10, &scattered),
+            "10 <small>(0, 2, 4, 6, … 6 more)</small>"
+        );
+        assert_eq!(slots_cell(0, &[]), "0");
     }
 }

@@ -3,7 +3,7 @@
 //! `CLUSTER SHARDS` (Redis 7+) or `CLUSTER SLOTS` (older servers, KeyDB). Server replies are
 //! untrusted: anything malformed is skipped, never trusted into a panic or a huge label.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redis::Value;
 
@@ -58,7 +58,8 @@ pub type Ranges = Vec<(u16, u16)>;
 /// One shard: a master and its replicas, and the slot ranges they serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
-    /// The first slot range, `"0-5460"`: the `shard` label, stable across failovers.
+    /// The `shard` label: the first slot range (`"0-5460"`) when the canary first saw the
+    /// shard, kept while the shard keeps a node ([`carry_labels`]).
     pub label: String,
     pub ranges: Vec<(u16, u16)>,
     /// `None` while the shard has no master the cluster calls healthy.
@@ -249,6 +250,45 @@ pub fn parse_slots(reply: &Value) -> Option<Vec<Shard>> {
     )
 }
 
+/// Gives each shard of a new map the label of the old map's shard it shares a node with
+/// (its master or a replica), so a shard keeps its name through a failover and while slots
+/// migrate to or from it. Named by its first range, a shard was renamed at every migrated
+/// slot that changed that range: a live resharding made a new label (and a new set of
+/// series) per step. A shard with no node in an old one is named by its first range, with
+/// `#2`, `#3`, ... added should another shard hold that name.
+pub fn carry_labels(new: &mut [Shard], old: &[Shard]) {
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut fresh = Vec::new();
+    for (i, s) in new.iter_mut().enumerate() {
+        match old
+            .iter()
+            .find(|o| !taken.contains(&o.label) && shares_node(s, o))
+        {
+            Some(o) => {
+                s.label.clone_from(&o.label);
+                taken.insert(o.label.clone());
+            }
+            None => fresh.push(i),
+        }
+    }
+    for i in fresh {
+        let s = &mut new[i];
+        let base = s.label.clone();
+        let mut n = 1;
+        while taken.contains(&s.label) {
+            n += 1;
+            s.label = format!("{base}#{n}");
+        }
+        taken.insert(s.label.clone());
+    }
+}
+
+/// Whether shards `a` and `b` have a node in common.
+fn shares_node(a: &Shard, b: &Shard) -> bool {
+    let in_b = |n: &Addr| b.master.as_ref() == Some(n) || b.replicas.contains(n);
+    a.master.iter().chain(&a.replicas).any(in_b)
+}
+
 /// The key/value pairs of a RESP2 flat array or a RESP3 map, keys as text.
 fn pairs(v: &Value) -> Option<Vec<(String, &Value)>> {
     match v {
@@ -413,5 +453,73 @@ mod tests {
         assert_eq!(Addr::parse("127.0.0.1:7000").unwrap().port, 7000);
         assert!(Addr::parse("127.0.0.1").is_none());
         assert!(Addr::parse("a b:1").is_none());
+    }
+
+    fn addr(port: u16) -> Addr {
+        Addr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn with(ranges: &[(u16, u16)], master: Option<u16>, replicas: &[u16]) -> Shard {
+        Shard {
+            label: format!("{}-{}", ranges[0].0, ranges[0].1),
+            ranges: ranges.to_vec(),
+            master: master.map(addr),
+            replicas: replicas.iter().map(|&p| addr(p)).collect(),
+        }
+    }
+
+    fn labels_of(shards: &[Shard]) -> Vec<&str> {
+        shards.iter().map(|s| s.label.as_str()).collect()
+    }
+
+    #[test]
+    fn a_shard_keeps_its_label_through_a_failover_and_a_migration() {
+        let old = vec![
+            with(&[(0, 5460)], Some(1), &[4]),
+            with(&[(5461, 10922)], Some(2), &[5]),
+            with(&[(10923, 16383)], Some(3), &[6]),
+        ];
+        // 4000-5460 migrated from the first shard to the second; the third failed over.
+        let mut new = vec![
+            with(&[(0, 3999)], Some(1), &[4]),
+            with(&[(4000, 10922)], Some(2), &[5]),
+            with(&[(10923, 16383)], Some(6), &[]),
+        ];
+        carry_labels(&mut new, &old);
+        assert_eq!(labels_of(&new), ["0-5460", "5461-10922", "10923-16383"]);
+        // Map after map: the labels stay.
+        let mut next = new.clone();
+        next[0].ranges = vec![(0, 99)];
+        next[0].label = "0-99".into();
+        carry_labels(&mut next, &new);
+        assert_eq!(labels_of(&next), ["0-5460", "5461-10922", "10923-16383"]);
+    }
+
+    #[test]
+    fn a_new_shard_is_named_by_its_first_range_and_never_takes_a_name_in_use() {
+        let old = vec![
+            with(&[(0, 5460)], Some(1), &[]),
+            with(&[(5461, 16383)], Some(2), &[]),
+        ];
+        let mut new = vec![
+            // The first shard moved all of 0-5460 away and serves 5461-6000 now...
+            with(&[(5461, 6000)], Some(1), &[]),
+            with(&[(6001, 16383)], Some(2), &[]),
+            // ...a new node got 0-5460, and one more node claims a name the second holds.
+            with(&[(0, 5460)], Some(7), &[]),
+            with(&[(5461, 16383)], Some(8), &[]),
+        ];
+        carry_labels(&mut new, &old);
+        assert_eq!(
+            labels_of(&new),
+            ["0-5460", "5461-16383", "0-5460#2", "5461-16383#2"]
+        );
+        // No node in common with the old map at all: first ranges.
+        let mut replaced = vec![with(&[(0, 16383)], Some(9), &[10])];
+        carry_labels(&mut replaced, &old);
+        assert_eq!(labels_of(&replaced), ["0-16383"]);
     }
 }

@@ -382,7 +382,8 @@ impl Cluster {
             .unwrap_or(Err(ConnError::Timeout))
     }
 
-    fn install(&self, map: Map, old: &Map, reason: Reason) {
+    fn install(&self, mut map: Map, old: &Map, reason: Reason) {
+        map::carry_labels(&mut map.shards, &old.shards);
         let changed = map.shards != old.shards;
         let masters = map.shards.iter().filter(|s| s.master.is_some()).count();
         let replicas: usize = map.shards.iter().map(|s| s.replicas.len()).sum();
