@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     if let Mode::CheckConfig = invocation.mode {
         print!("{}", config.to_masked_toml());
         print!("{}", fleet::ownership_summary(&config));
+        print!("{}", config.password_warnings());
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);

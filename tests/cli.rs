@@ -369,6 +369,41 @@ fn a_soak_beside_a_daemon_with_the_same_instance_and_target_shares_no_key_with_i
 }
 
 #[test]
+fn check_config_warns_of_a_password_it_cannot_read_here_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"instance = "x"
+[[targets]]
+name = "a"
+url = "redis://127.0.0.1:6379"
+password_env = "REDIS_CANARY_TEST_UNSET_PASSWORD"
+[[targets]]
+name = "b"
+url = "redis://127.0.0.1:6379"
+password_env = "REDIS_CANARY_TEST_SET_PASSWORD"
+[[targets]]
+name = "c"
+url = "redis://:hunter2-inline@127.0.0.1:6379"
+"#,
+    );
+    let o = canary(
+        &["check-config", "--config", &path],
+        &[("REDIS_CANARY_TEST_SET_PASSWORD", "hunter2-env")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("# warning")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("targets[0] (a)")
+            && warnings[0].contains("REDIS_CANARY_TEST_UNSET_PASSWORD"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}
+
+#[test]
 fn a_soak_against_a_dead_target_fails_naming_the_broken_slos() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");

@@ -161,6 +161,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Comment lines for `check-config`: every `password_file` or `password_env` (a target's
+    /// or its sentinels') that cannot be read here and now. The configuration is still valid
+    /// (the secret may only exist where the canary runs), but where it runs every operation
+    /// would fail as `auth` until it can be read. The lines name the file or variable, never
+    /// a password.
+    pub fn password_warnings(&self) -> String {
+        let mut text = String::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let mut sources = vec![("password", &t.password)];
+            if let Mode::Sentinel(s) = &t.mode {
+                sources.push(("sentinel password", &s.password));
+            }
+            for (what, source) in sources {
+                if let Err(e) = source.resolve() {
+                    text.push_str(&format!(
+                        "# warning: targets[{i}] ({}): {what} cannot be read here: {}; every \
+                         operation fails as auth until it can\n",
+                        escape_controls(&t.name),
+                        escape_controls(&e.to_string()),
+                    ));
+                }
+            }
+        }
+        text
+    }
+}
+
 impl<'a> From<&'a Target> for TargetView<'a> {
     fn from(target: &'a Target) -> Self {
         // A password from the URL is already masked in the URL.
