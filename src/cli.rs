@@ -56,7 +56,8 @@ pub struct CommonArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to serve /metrics, /healthz and /readyz on (ip:port).
+    /// Address of the HTTP server (ip:port): /metrics, /healthz, /readyz, the status page /,
+    /// /api/v1/status and POST /-/reload.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// A target as NAME=URL; repeatable. A name that exists gets its URL replaced.
