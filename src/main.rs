@@ -10,13 +10,16 @@ use redis_canary::{config, daemon, fleet, shutdown, soak, telemetry};
 
 fn main() -> ExitCode {
     let invocation = Cli::parse().invocation();
-    let config = match config::load(&invocation.args) {
+    let mut config = match config::load(&invocation.args) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(2);
         }
     };
+    if let Mode::Soak { .. } = invocation.mode {
+        config.use_soak_key_prefixes();
+    }
     if let Mode::CheckConfig = invocation.mode {
         print!("{}", config.to_masked_toml());
         print!("{}", fleet::ownership_summary(&config));

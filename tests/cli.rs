@@ -327,6 +327,48 @@ fn a_healthy_soak_passes_and_writes_a_valid_report() {
 }
 
 #[test]
+#[cfg_attr(not(have_redis_server), ignore = "redis-server not installed")]
+fn a_soak_beside_a_daemon_with_the_same_instance_and_target_shares_no_key_with_it() {
+    let redis = RedisServer::start(&[]);
+    let toml = one_target_config("a", &redis.url(), "");
+    let daemon = Canary::start(&toml);
+    daemon.wait_ok("a", "read", 20.0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &toml);
+    let o = canary(
+        &[
+            "soak",
+            "--config",
+            &path,
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "3s",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    // Both wrote: the daemon under the default prefix, the soak under its own.
+    let mut c = Client::connect(redis.port).expect("a client");
+    let daemon_keys = c.call(&["KEYS", "redis-canary:test:a:*"]).unwrap();
+    let soak_keys = c.call(&["KEYS", "redis-canary:test:soak:a:*"]).unwrap();
+    assert!(!daemon_keys.is_empty() && !soak_keys.is_empty());
+    assert!(daemon_keys.lines().all(|k| !k.contains(":soak:")));
+    // Same keys, the daemon would have judged the soak's values corrupt (an epoch newer
+    // than its own).
+    daemon.wait_ok("a", "read", 20.0);
+    let m = daemon.metrics();
+    for v in ["corrupt", "stale", "missing"] {
+        assert_eq!(
+            m.sum(names::READS, &[names::t("a"), ("verdict", v)]),
+            0.0,
+            "{v}: {}",
+            m.text
+        );
+    }
+}
+
+#[test]
 fn a_soak_against_a_dead_target_fails_naming_the_broken_slos() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");

@@ -55,6 +55,40 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// of targets that reach the same store apart (and match the documented ACL `~redis-canary:*`).
 pub const DEFAULT_KEY_PREFIX: &str = "redis-canary:{instance}:{target}:";
 
+/// Default key prefix of a `soak` run: `soak:` before the target. A soak beside a daemon on
+/// one host has the same instance (the hostname) and usually the same targets; on the same
+/// keys, each judged the other's values `corrupt` (an epoch newer than its own).
+pub const SOAK_KEY_PREFIX: &str = "redis-canary:{instance}:soak:{target}:";
+
+impl Config {
+    /// For `soak`: every target on the default key prefix moves to [`SOAK_KEY_PREFIX`]. An
+    /// explicit `key_prefix` is kept as written, and so is a default one whose soak prefix
+    /// would overlap another target's (prefixes must keep targets apart).
+    pub fn use_soak_key_prefixes(&mut self) {
+        let substitute = |template: &str, name: &str| {
+            template
+                .replace("{instance}", &self.instance)
+                .replace("{target}", name)
+        };
+        let overlap = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
+        for i in 0..self.targets.len() {
+            let name = &self.targets[i].name;
+            if self.targets[i].key_prefix != substitute(DEFAULT_KEY_PREFIX, name) {
+                continue;
+            }
+            let soak = substitute(SOAK_KEY_PREFIX, name);
+            let clashes = self
+                .targets
+                .iter()
+                .enumerate()
+                .any(|(j, t)| j != i && overlap(&t.key_prefix, &soak));
+            if !clashes {
+                self.targets[i].key_prefix = soak;
+            }
+        }
+    }
+}
+
 /// Redis' own default port, used when a URL names none.
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 

@@ -910,3 +910,43 @@ fn the_metrics_profile_is_full_by_default_lean_on_request_and_checked() {
     let bad = problems(&format!("metrics_profile = 1\n{ONE_TARGET}"));
     assert_eq!(bad[0].key, "metrics_profile");
 }
+
+#[test]
+fn a_soak_moves_default_key_prefixes_apart_from_a_daemon_and_keeps_explicit_ones() {
+    let mut config = load_toml(
+        r#"instance = "host-1"
+[[targets]]
+name = "a"
+url = "redis://127.0.0.1:6379"
+[[targets]]
+name = "b"
+url = "redis://127.0.0.1:6379"
+key_prefix = "mine:{target}:"
+[[targets]]
+name = "c"
+url = "redis://127.0.0.1:6379"
+[[targets]]
+name = "d"
+url = "redis://127.0.0.1:6379"
+key_prefix = "redis-canary:host-1:soak:c:x:"
+"#,
+        &[],
+    )
+    .expect("valid");
+    config.use_soak_key_prefixes();
+    let prefixes: Vec<&str> = config
+        .targets
+        .iter()
+        .map(|t| t.key_prefix.as_str())
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "redis-canary:host-1:soak:a:",
+            "mine:b:",
+            // Its soak prefix would be started by d's: it keeps the daemon's default.
+            "redis-canary:host-1:c:",
+            "redis-canary:host-1:soak:c:x:",
+        ]
+    );
+}

@@ -4,9 +4,10 @@
 //!
 //! Order: the verdict and the SLO table first, then per target a timeline of its episodes,
 //! operations per second by outcome, operation latency p50/p99/max, reads per second by
-//! verdict (episodes shaded on every chart), the episode table, the operations table,
-//! reads per backend and the backends. Every string that came from a server (backend
-//! run_ids, roles, versions, addresses) or from the configuration is HTML-escaped.
+//! verdict (episodes shaded on every chart), the episode table, for a cluster target the
+//! shard table, the operations table, reads per backend and the backends. Every string that
+//! came from a server (backend run_ids, roles, versions, addresses, shard labels) or from
+//! the configuration is HTML-escaped.
 //!
 //! Size: bounded by [`crate::stats::MAX_SERIES_INTERVALS`] points per chart and
 //! [`crate::stats::MAX_EPISODES`] episode rows per target; shaded episodes closer than
@@ -414,6 +415,7 @@ fn target_section(
             t.episodes_dropped, t.longest_episode_seconds
         );
     }
+    shards_table(p, t);
     // Operations.
     p.push_str(
         "<h3>Operations</h3><div class=\"scroll\"><table class=\"ops\"><tr><th>op</th>\
@@ -516,6 +518,43 @@ fn target_section(
     p.push_str("</section>");
 }
 
+/// The shards of a cluster target (DESIGN §12.2, JSON `shards`): operations by outcome and
+/// disruptions per shard, in the report's order. Nothing for a target without shards.
+fn shards_table(p: &mut String, t: &TargetReport) {
+    if t.shards.is_empty() {
+        return;
+    }
+    let _ = write!(
+        p,
+        "<h3>Shards ({})</h3><div class=\"scroll\"><table class=\"shards\"><tr><th>shard</th>\
+         <th>ok</th><th>recovered</th><th>failed</th><th>disruptions</th>\
+         <th>longest disruption</th></tr>",
+        t.shards.len()
+    );
+    for s in &t.shards {
+        let o = &s.operations;
+        let _ = write!(
+            p,
+            "<tr class=\"shard\"><td><code>{}</code></td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n{}\">{}</td><td class=\"n{}\">{}</td>\
+             <td class=\"n\">{}</td></tr>",
+            escape(&s.shard),
+            o.ok,
+            o.recovered,
+            if o.failed > 0 { " bad" } else { "" },
+            o.failed,
+            if s.disruptions > 0 { " bad" } else { "" },
+            s.disruptions,
+            if s.disruptions > 0 {
+                format!("{:.3} s", s.longest_disruption_seconds)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    p.push_str("</table></div>");
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -615,6 +654,86 @@ mod tests {
         assert!(!html.contains("<svg"));
         assert!(html.contains("No disruption."));
         assert!(html.contains("interrupted by a signal"));
+    }
+
+    /// A cluster target's report shows a row per shard with what the JSON `shards` rows
+    /// carry, the hostile label escaped; a standalone target beside it has no shard table.
+    #[test]
+    fn a_cluster_target_has_a_shard_table_and_a_standalone_one_has_none() {
+        use crate::soak::ShardReport;
+        use crate::topology::cluster::book::ShardSummary;
+
+        let stats = rich_stats();
+        let mut cluster = TargetReport::new("sessions", &stats, vec![], None);
+        cluster.shards = [
+            ShardSummary {
+                shard: "0-8191".into(),
+                ok: 1200,
+                recovered: 16,
+                failed: 2,
+                disruptions: 1,
+                longest_disruption_secs: 2.4734,
+                disrupted_now: false,
+            },
+            ShardSummary {
+                shard: "<b>x</b>".into(),
+                ok: 1187,
+                ..ShardSummary::default()
+            },
+        ]
+        .iter()
+        .map(ShardReport::of)
+        .collect();
+        let standalone = TargetReport::new("cache", &stats, vec![], None);
+        let (start, end) = (T0 as f64, T0 as f64 + 10.0);
+        let report = Report::new(start, end, false, vec![cluster, standalone.clone()]);
+        let html = render(&report, &[], start, end);
+
+        // One table, in the cluster target's section, between its episodes and operations.
+        assert_eq!(html.matches("<table class=\"shards\">").count(), 1);
+        let section = |name: &str| {
+            let from = html
+                .find(&format!("<section class=\"target\" id=\"t-{name}\">"))
+                .unwrap_or_else(|| panic!("section {name} missing"));
+            let len = html[from..].find("</section>").expect("section end");
+            &html[from..from + len]
+        };
+        let sessions = section("sessions");
+        let at = |s: &str| {
+            sessions
+                .find(s)
+                .unwrap_or_else(|| panic!("{s} missing in {sessions}"))
+        };
+        assert!(at("<h3>Episodes") < at("<h3>Shards (2)</h3>"));
+        assert!(at("<h3>Shards (2)</h3>") < at("<h3>Operations</h3>"));
+        assert!(sessions.contains(
+            "<tr><th>shard</th><th>ok</th><th>recovered</th><th>failed</th>\
+             <th>disruptions</th><th>longest disruption</th></tr>"
+        ));
+        // The rows, in the report's order, with their values.
+        let rows: Vec<&str> = sessions
+            .split("<tr class=\"shard\">")
+            .skip(1)
+            .map(|r| &r[..r.find("</tr>").expect("row end")])
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "<td><code>0-8191</code></td><td class=\"n\">1200</td><td class=\"n\">16</td>\
+                 <td class=\"n bad\">2</td><td class=\"n bad\">1</td><td class=\"n\">2.473 s</td>",
+                "<td><code>&lt;b&gt;x&lt;/b&gt;</code></td><td class=\"n\">1187</td>\
+                 <td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">0</td>\
+                 <td class=\"n\">-</td>",
+            ]
+        );
+        // The hostile label never reaches the page as markup.
+        assert!(!html.contains("<b>x</b>"));
+        // The standalone target beside it, and a standalone-only report: no shard table.
+        assert!(!section("cache").contains("Shards"));
+        let alone = Report::new(start, end, false, vec![standalone]);
+        let html = render(&alone, &[], start, end);
+        assert!(!html.contains("Shards") && !html.contains("class=\"shard"));
+        assert!(html.contains("<h3>Operations</h3>"));
     }
 
     #[test]

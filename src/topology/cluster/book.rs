@@ -358,17 +358,27 @@ impl ShardBook {
         }
     }
 
-    /// Removes the series of shards not seen within `ttl_us` (a resharding renamed them).
+    /// Removes the series of shards not seen within `ttl_us` (a resharding removed them),
+    /// unless an episode of theirs is open.
     pub fn expire(&self, now_us: u64, ttl_us: u64) {
+        for k in self
+            .remove_where(|e| now_us.saturating_sub(e.seen_us) > ttl_us && !e.episodes.is_open())
+        {
+            tracing::info!(target_name = %self.target, shard = %k, "a shard no longer in the map: its series are removed");
+        }
+    }
+
+    /// Removes the shards `gone` picks, with their series; returns their labels.
+    fn remove_where(&self, gone: impl Fn(&Entry) -> bool) -> Vec<Arc<str>> {
         let mut shards = self.lock();
         let gone: Vec<Arc<str>> = shards
             .iter()
-            .filter(|(_, e)| now_us.saturating_sub(e.seen_us) > ttl_us && !e.episodes.is_open())
+            .filter(|(_, e)| gone(e))
             .map(|(k, _)| k.clone())
             .collect();
-        for k in gone {
-            shards.remove(&k);
-            let sl = self.labels(&k);
+        for k in &gone {
+            shards.remove(k);
+            let sl = self.labels(k);
             self.families.disrupted.remove(&sl);
             self.families.disruptions.remove(&sl);
             self.families.duration.remove(&sl);
@@ -379,8 +389,8 @@ impl ShardBook {
                     outcome,
                 });
             }
-            tracing::info!(target_name = %self.target, shard = %k, "a shard no longer in the map: its series are removed");
         }
+        gone
     }
 
     /// Ends every open shard episode at `now_us` (the end of a soak).
@@ -405,9 +415,10 @@ impl ShardBook {
         all
     }
 
-    /// Removes every series of this target's shards.
+    /// Removes every series of this target's shards, a disrupted one's too (the target is
+    /// gone: removed or changed by a reload).
     pub fn remove_all(&self) {
-        self.expire(u64::MAX, 0);
+        self.remove_where(|_| true);
         self.families.remove_target(&self.target);
     }
 }
@@ -460,5 +471,31 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains("shard=\"0-5460\""), "{text}");
+    }
+
+    #[test]
+    fn a_disrupted_shard_outlives_expiry_but_not_its_target() {
+        let families = ClusterFamilies::default();
+        let mut registry = Registry::with_prefix("redis_canary");
+        families.register(&mut registry);
+        let _cm = families.target("c");
+        let book = ShardBook::new("c", &families, crate::clock::Clock::new());
+        let a = book.label("0-5460");
+        assert!(
+            book.failure(&a, Op::Write, 10, 20, ResultKind::Refused)
+                .is_some()
+        );
+        let encoded = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        // An open episode keeps the shard through expiry...
+        book.expire(u64::MAX, 0);
+        assert!(encoded().contains("shard=\"0-5460\""));
+        // ...but a removed target takes every shard series with it.
+        book.remove_all();
+        assert!(!encoded().contains("shard=\"0-5460\""), "{}", encoded());
+        assert!(book.summaries().is_empty());
     }
 }
