@@ -227,7 +227,8 @@ sentinel_first_switch() {
 # --- Cluster (DESIGN §12.2) --------------------------------------------------------------
 # Redis Cluster nodes as in the test fixture tests/support/cluster.rs: cluster bus on a port
 # of its own (--cluster-port), cluster-node-timeout 1000 (a master kill fails over in about
-# 2-3 s), cluster-require-full-coverage no (a shard that is down leaves the others served),
+# 2-3 s), cluster-require-full-coverage no (a shard that is down leaves the others served;
+# CLUSTER_FULL_COVERAGE=yes gives Redis' default),
 # replicas always eligible, replica pings every second (CLUSTER SHARDS calls a replica
 # `loading` until its offset moves), $REDIS_PASSWORD required and used between nodes. Data,
 # nodes.conf and the log in $RUN_DIR/NAME (the log is NAME.log there: the node's own
@@ -245,7 +246,7 @@ start_cluster_node() {
         --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" \
         --save "" --appendonly no --dir "$dir" --daemonize no --logfile "$dir/$name.log" \
         --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-port "$bus" \
-        --cluster-node-timeout 1000 --cluster-require-full-coverage no \
+        --cluster-node-timeout 1000 --cluster-require-full-coverage "${CLUSTER_FULL_COVERAGE:-no}" \
         --cluster-replica-validity-factor 0 --cluster-allow-replica-migration no \
         --repl-diskless-sync-delay 0 --repl-ping-replica-period 1 \
         "$@"

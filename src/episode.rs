@@ -64,6 +64,11 @@ impl Episodes {
         self.open.is_some()
     }
 
+    /// Whether `op` (of lane 0) is failing now.
+    pub fn is_failing(&self, op: Op) -> bool {
+        self.failing.get(op.index()).is_some_and(Option::is_some)
+    }
+
     /// An attempt of `op` sent at `sent_us` failed with `result`, seen at `observed_us`.
     /// Returns the episode it started, if it started one.
     pub fn failure(

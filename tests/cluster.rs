@@ -832,10 +832,13 @@ fn a_master_without_replica_lost_is_clusterdown_on_every_shard_until_it_is_back(
         Duration::from_secs(30),
         || {
             let m = canary.metrics();
+            // A failed probe alone disrupts a shard: wait for an operation of each shard to
+            // have run out of retries too, so that every shard's data path was hit.
             attempts(&m, "clusterdown") > 0.0
-                && labels
-                    .iter()
-                    .all(|l| shard_metric(&m, cnames::SHARD_DISRUPTED, l) == 1.0)
+                && labels.iter().all(|l| {
+                    shard_metric(&m, cnames::SHARD_DISRUPTED, l) == 1.0
+                        && shard_ops(&m, l, "failed") > 0.0
+                })
         },
     );
     let back_at = Instant::now();

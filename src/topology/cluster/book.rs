@@ -305,6 +305,13 @@ impl ShardBook {
         Some(Change::Started)
     }
 
+    /// Whether the last probe of `shard` failed and none has succeeded since.
+    pub fn probe_failing(&self, shard: &str) -> bool {
+        self.lock()
+            .get(shard)
+            .is_some_and(|e| e.episodes.is_failing(Op::Probe))
+    }
+
     /// An attempt on `shard` succeeded.
     pub fn success(&self, shard: &str, op: Op, sent_us: u64, observed_us: u64) -> Option<Change> {
         let mut shards = self.lock();
