@@ -434,13 +434,20 @@ impl ShardBook {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_shard_episode_is_its_own_and_its_series_go_when_it_is_gone() {
+    /// A book for `target` with its families registered; the target's cluster metrics are
+    /// kept alive by the third value.
+    fn book_of(target: &str) -> (Registry, ShardBook, ClusterMetrics) {
         let families = ClusterFamilies::default();
         let mut registry = Registry::with_prefix("redis_canary");
         families.register(&mut registry);
-        let _cm = families.target("c");
-        let book = ShardBook::new("c", &families, crate::clock::Clock::new());
+        let cm = families.target(target);
+        let book = ShardBook::new(target, &families, crate::clock::Clock::new());
+        (registry, book, cm)
+    }
+
+    #[test]
+    fn a_shard_episode_is_its_own_and_its_series_go_when_it_is_gone() {
+        let (registry, book, _cm) = book_of("c");
         let a = book.label("0-5460");
         let b = book.label("5461-16383");
         assert_ne!(book.lane(&a), book.lane(&b));
@@ -482,11 +489,7 @@ mod tests {
 
     #[test]
     fn a_disrupted_shard_outlives_expiry_but_not_its_target() {
-        let families = ClusterFamilies::default();
-        let mut registry = Registry::with_prefix("redis_canary");
-        families.register(&mut registry);
-        let _cm = families.target("c");
-        let book = ShardBook::new("c", &families, crate::clock::Clock::new());
+        let (registry, book, _cm) = book_of("c");
         let a = book.label("0-5460");
         assert!(
             book.failure(&a, Op::Write, 10, 20, ResultKind::Refused)
